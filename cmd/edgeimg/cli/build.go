@@ -1,0 +1,191 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/edgeimg/edgeimg/builder"
+	"github.com/edgeimg/edgeimg/builder/spec"
+	"github.com/edgeimg/edgeimg/hw"
+	_ "github.com/edgeimg/edgeimg/hw/rpi4" // registers the rpi4 board
+)
+
+// BuildOptions are the flags of `edgeimg build`.
+type BuildOptions struct {
+	Config   string
+	Board    string
+	Output   string
+	Agent    string
+	CacheDir string
+	JSON     bool
+}
+
+// AddFlags registers the flags.
+func (o *BuildOptions) AddFlags(c *cobra.Command) {
+	c.Flags().StringVarP(&o.Config, "config", "c", "edgeimg.yaml", "the spec file")
+	c.Flags().StringVar(&o.Board, "board", "", "board to build for (overrides the spec's board:): "+fmt.Sprint(hw.Names()))
+	c.Flags().StringVarP(&o.Output, "output", "o", "", "output directory (overrides the spec's output.dir)")
+	c.Flags().StringVar(&o.Agent, "agent", "", "edgeimg-agent binary for the board (default: $EDGEIMG_AGENT, or edgeimg-agent-linux-ARCH beside edgeimg)")
+	c.Flags().StringVar(&o.CacheDir, "cache-dir", "", "download and base-image cache (default: $XDG_CACHE_HOME/edgeimg)")
+	c.Flags().BoolVar(&o.JSON, "json", false, "print the build report as JSON on stdout")
+	_ = c.RegisterFlagCompletionFunc("board", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return hw.Names(), cobra.ShellCompDirectiveNoFileComp
+	})
+}
+
+// Validate checks the flags.
+func (o *BuildOptions) Validate() error {
+	if o.Config == "" {
+		return UsageError{errors.New("--config must not be empty")}
+	}
+	return nil
+}
+
+// agentPath finds the on-device agent for arch.
+func (o *BuildOptions) agentPath(arch string) string {
+	if o.Agent != "" {
+		return o.Agent
+	}
+	if p := os.Getenv("EDGEIMG_AGENT"); p != "" {
+		return p
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "edgeimg-agent-linux-"+arch)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// NewCmdBuild returns `edgeimg build`.
+func NewCmdBuild(g *globals) *cobra.Command {
+	o := &BuildOptions{}
+	c := &cobra.Command{
+		Use:   "build",
+		Short: "Build a flashable image from edgeimg.yaml",
+		Long: `Build reads the spec, fetches the base image into the cache, assembles the root
+filesystem and writes NAME-BOARD.img, its compressed copy, SHA256SUMS and
+NAME-BOARD.report.json into the output directory. Nothing is left there on error.
+SOURCE_DATE_EPOCH, when set, is the time of every timestamp in the image.`,
+		Example: `  edgeimg build --board rpi4
+  edgeimg build --board rpi4 -c site.yaml -o dist/
+  SOURCE_DATE_EPOCH=1700000000 edgeimg build --json > report.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return runBuild(cmd, g, o)
+		},
+	}
+	o.AddFlags(c)
+	return c
+}
+
+func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
+	s, err := spec.Load(o.Config)
+	if err != nil {
+		return err
+	}
+	if o.Board != "" {
+		s.Board = o.Board
+	}
+	board, err := hw.Lookup(s.Board)
+	if err != nil {
+		return fmt.Errorf("%s: board: %w", o.Config, err)
+	}
+	d := board.DefaultSizes()
+	s.SetDefaults(spec.Defaults{BootSize: spec.Size(d.Boot), SystemSize: spec.Size(d.System),
+		DataMinSize: spec.Size(d.DataMin), Compress: "zstd", OutputDir: filepath.Join(s.Dir, "out"), Version: "0"})
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("%s:\n%w", o.Config, err)
+	}
+	stderr := cmd.ErrOrStderr()
+	opts := []builder.Option{
+		builder.WithAgent(o.agentPath(board.Arch())),
+		builder.WithLogger(g.logger(stderr)),
+		builder.WithVersion(g.version),
+		builder.WithProgress(newProgress(stderr)),
+	}
+	if o.Output != "" {
+		opts = append(opts, builder.WithOutputDir(o.Output))
+	}
+	if o.CacheDir != "" {
+		opts = append(opts, builder.WithCacheDir(o.CacheDir))
+	}
+	epoch, ok, err := spec.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH"))
+	if err != nil {
+		return UsageError{err}
+	}
+	if ok {
+		opts = append(opts, builder.WithEpoch(epoch))
+	}
+	res, err := builder.Build(cmd.Context(), s, opts...)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return writeJSON(cmd.OutOrStdout(), res.Report)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "built %s\n", res.Image)
+	if res.Compressed != "" {
+		fmt.Fprintf(out, "      %s\n", res.Compressed)
+	}
+	for _, t := range res.Report.Timings {
+		if t.Stage == "total" {
+			fmt.Fprintf(out, "in %.1fs on %d cores\n", t.Seconds, runtime.NumCPU())
+		}
+	}
+	for _, w := range res.Report.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	return nil
+}
+
+// progress draws a bar per step on a terminal, and a line per step otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	bar   *progressbar.ProgressBar
+	name  string
+	start time.Time
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w, tty: isTerminal(w)} }
+
+func (p *progress) Start(name string, total int64) {
+	p.name, p.start = name, time.Now()
+	if !p.tty {
+		return
+	}
+	if total <= 0 {
+		total = -1
+	}
+	p.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(name),
+		progressbar.OptionShowBytes(true), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(), progressbar.OptionSetWidth(30))
+}
+
+func (p *progress) Add(n int64) {
+	if p.bar != nil {
+		_ = p.bar.Add64(n)
+	}
+}
+
+func (p *progress) Done() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+	fmt.Fprintf(p.w, "%s: done in %.1fs\n", p.name, time.Since(p.start).Seconds())
+}

@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/edgeimg/edgeimg/builder/inspect"
+)
+
+// NewCmdInspect returns `edgeimg inspect`.
+func NewCmdInspect(_ *globals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "inspect IMAGE",
+		Short:   "Show the partitions, filesystems, boot configuration and additions of an image",
+		Example: "  edgeimg inspect out/store-gateway-rpi4.img\n  edgeimg inspect out/store-gateway-rpi4.img --json | jq .partitions",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			img, err := inspect.Inspect(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), img)
+			}
+			return img.Text(cmd.OutOrStdout())
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
