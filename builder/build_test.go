@@ -354,7 +354,13 @@ func TestBadInput(t *testing.T) {
 		{"not a disk image", func(s *spec.Spec) { s.Base.Image = garbage }, nil, "garbage.img"},
 		{"missing overlay", func(s *spec.Spec) { s.Overlays = append(s.Overlays, "/nonexistent/overlay") }, nil, "/nonexistent/overlay"},
 		{"unknown group", func(s *spec.Spec) { s.Users[0].Groups = []string{"wheel"} }, nil, "users[0].groups[0]"},
-		{"system too small", func(s *spec.Spec) { s.Layout.SystemSize = 8 << 20 }, nil, "system-a"},
+		{"system too small", func(s *spec.Spec) {
+			big := filepath.Join(filepath.Dir(s.Overlays[0]), "big")
+			must(t, os.MkdirAll(filepath.Join(big, "opt"), 0o755))
+			must(t, os.WriteFile(filepath.Join(big, "opt/blob"), bytes.Repeat([]byte("0123456789abcdef"), 1<<20), 0o644))
+			s.Overlays = append(s.Overlays, big)
+			s.Layout.SystemSize = 8 << 20
+		}, nil, "partition 5 (system-a, layout.systemSize)"},
 		{"no agent", nil, []Option{WithAgent("/nonexistent/agent")}, "agent"},
 	}
 	for _, c := range cases {

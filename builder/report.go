@@ -162,6 +162,7 @@ func publish(ctx context.Context, stage *staging, outDir, name, compress string,
 		return nil, err
 	}
 	sums[imgName] = sum
+	clock.lap("checksum")
 	rep.Outputs = append(rep.Outputs, Output{File: imgName, Size: st.Size(), SHA256: sum})
 	files := []string{imgName}
 	res := &Result{Image: filepath.Join(outDir, imgName), Report: rep}
@@ -191,7 +192,6 @@ func publish(ctx context.Context, stage *staging, outDir, name, compress string,
 		return nil, err
 	}
 	files = append(files, "SHA256SUMS")
-	clock.lap("checksum")
 	rep.Timings = append(clock.laps, Timing{Stage: "total", Seconds: round(time.Since(clock.start).Seconds())})
 	repName := name + ".report.json"
 	b, err := json.MarshalIndent(rep, "", "  ")

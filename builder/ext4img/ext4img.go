@@ -88,7 +88,7 @@ func Write(ctx context.Context, t *tree.Tree, dst Target, off, max int64, o Opti
 		return Info{}, fmt.Errorf("partition %s: %w: needs %d bytes (%d MiB), partition has %d bytes (%d MiB)",
 			name, ErrTooSmall, win.high, ceilMiB(win.high), max, max/(1<<20))
 	}
-	info, err := fixup(io.NewSectionReader(dst, off, max), offsetWriter{dst, off}, o, t.Get("lost+found") == nil)
+	info, err := fixup(io.NewSectionReader(dst, off, max), offsetWriter{dst, off}, win.high, o, t.Get("lost+found") == nil)
 	if err != nil {
 		return Info{}, fmt.Errorf("partition %s: %w", name, err)
 	}
@@ -120,38 +120,28 @@ func checkOptions(t *tree.Tree, o Options) error {
 
 // convert streams the tree as tar into tar2ext4 writing through win.
 func convert(ctx context.Context, t *tree.Tree, win *window) (skipped []string, err error) {
-	pr, pw := io.Pipe()
+	p := newBufPipe(1<<20, 8)
 	done := make(chan error, 1)
 	go func() {
-		s, err := t.WriteTar(ctxWriter{ctx, pw})
+		s, err := t.WriteTar(ctxWriter{ctx, p})
 		skipped = s
-		pw.CloseWithError(err)
+		p.CloseWithError(err)
 		done <- err
 	}()
-	// The tar stream carries no size limit and the window discards what falls beyond max, so
-	// the layout runs to the end and win.high is the size the file system needs. 16 TiB is
-	// the most compactext4 reserves group descriptors for.
-	maxDisk := win.max
-	if maxDisk < 16<<30 {
-		maxDisk = 16 << 30
-	}
-	cerr := tar2ext4.ConvertTarToExt4(pr, win, tar2ext4.MaximumDiskSize(maxDisk))
-	pr.CloseWithError(errors.New("ext4 conversion stopped"))
+	// compactext4 reserves group descriptor blocks for MaximumDiskSize and stops writing
+	// past it. The window drops what falls beyond max instead, so the layout runs to its end
+	// and win.high is the size the file system needs; 16 GiB (its default, one descriptor
+	// block) unless the window is larger.
+	maxDisk := max(win.max, 16<<30)
+	cerr := tar2ext4.ConvertTarToExt4(p, win, tar2ext4.MaximumDiskSize(maxDisk))
+	p.CloseRead(io.ErrClosedPipe)
 	werr := <-done
-	switch {
-	case werr != nil && !errors.Is(werr, io.ErrClosedPipe) && cerr == nil:
-		return skipped, werr
-	case werr != nil && (cerr != nil || ctx.Err() != nil):
+	if werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
 		// The tree's error (a missing content file, a cancelled context) explains the
 		// converter's "unexpected EOF" better than the converter does.
-		if !errors.Is(werr, io.ErrClosedPipe) {
-			return skipped, werr
-		}
+		return skipped, werr
 	}
-	if cerr != nil {
-		return skipped, cerr
-	}
-	return skipped, ctx.Err()
+	return skipped, cerr
 }
 
 // ctxWriter stops the tar stream when ctx is cancelled.

@@ -178,9 +178,9 @@ func readGroups(r io.ReaderAt, sb *superblock) ([]group, error) {
 	return gs, nil
 }
 
-// fixup repairs and stamps the file system tar2ext4 wrote (see the package tests for what
-// each step fixes) and returns its size and inode count.
-func fixup(r io.ReaderAt, w io.WriterAt, o Options, stampLpf bool) (Info, error) {
+// fixup repairs and stamps the file system tar2ext4 wrote in the first size bytes of r/w
+// (see the package tests for what each step fixes) and returns its size and inode count.
+func fixup(r io.ReaderAt, w io.WriterAt, size int64, o Options, stampLpf bool) (Info, error) {
 	raw := make([]byte, sbSize)
 	if _, err := r.ReadAt(raw, sbOffset); err != nil {
 		return Info{}, fmt.Errorf("reading superblock: %w", err)
@@ -188,6 +188,14 @@ func fixup(r io.ReaderAt, w io.WriterAt, o Options, stampLpf bool) (Info, error)
 	sb, err := parseSuperblock(raw)
 	if err != nil {
 		return Info{}, err
+	}
+	if sb.blocks > uint64(size/sb.blockSize) {
+		return Info{}, fmt.Errorf("superblock: %d blocks of %d bytes, but %d bytes were written", sb.blocks, sb.blockSize, size)
+	}
+	// Every group has its own inode bitmap and table inside the file system (this also bounds
+	// the work below by its size).
+	if perGroup := uint64(sb.inodesPerGroup)*uint64(sb.inodeSize) + uint64(sb.blockSize); sb.groups*perGroup > uint64(size) {
+		return Info{}, fmt.Errorf("superblock: %d groups of %d inodes do not fit in %d bytes", sb.groups, sb.inodesPerGroup, size)
 	}
 	groups, err := readGroups(r, sb)
 	if err != nil {
@@ -197,12 +205,13 @@ func fixup(r io.ReaderAt, w io.WriterAt, o Options, stampLpf bool) (Info, error)
 	if epoch.IsZero() {
 		epoch = time.Unix(0, 0)
 	}
+	xattrBlocks := map[uint64]bool{}
 	for gi, g := range groups {
 		bitmap, err := fixInodeBitmap(r, w, sb, g)
 		if err != nil {
 			return Info{}, fmt.Errorf("group %d: %w", gi, err)
 		}
-		if err := fixInodes(r, w, sb, g, uint32(gi), bitmap, epoch, stampLpf); err != nil {
+		if err := fixInodes(r, w, sb, g, uint32(gi), bitmap, epoch, stampLpf, xattrBlocks); err != nil {
 			return Info{}, fmt.Errorf("group %d: %w", gi, err)
 		}
 	}
@@ -257,8 +266,8 @@ func setPadding(b []byte, n uint32) bool {
 
 // fixInodes rewrites the times of every used inode of a group in the kernel's encoding, gives
 // the root directory (and lost+found when the tree has none) the epoch as time, and sorts
-// the entries of external extended attribute blocks.
-func fixInodes(r io.ReaderAt, w io.WriterAt, sb *superblock, g group, gi uint32, bitmap []byte, epoch time.Time, stampLpf bool) error {
+// the entries of external extended attribute blocks (each once: seen records them).
+func fixInodes(r io.ReaderAt, w io.WriterAt, sb *superblock, g group, gi uint32, bitmap []byte, epoch time.Time, stampLpf bool, xattrBlocks map[uint64]bool) error {
 	table := make([]byte, int64(sb.inodesPerGroup)*sb.inodeSize)
 	at := int64(g.inodeTable) * sb.blockSize
 	if _, err := r.ReadAt(table, at); err != nil {
@@ -290,7 +299,8 @@ func fixInodes(r io.ReaderAt, w io.WriterAt, sb *superblock, g group, gi uint32,
 			changed = true
 		}
 		acl := uint64(le.Uint32(in[inFileACL:])) | uint64(le.Uint16(in[inFileACLHi:]))<<32
-		if acl != 0 {
+		if acl != 0 && !xattrBlocks[acl] {
+			xattrBlocks[acl] = true
 			if acl >= sb.blocks {
 				return fmt.Errorf("inode %d: xattr block %d outside the file system", ino, acl)
 			}

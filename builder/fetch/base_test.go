@@ -102,7 +102,7 @@ var compressors = []compressor{
 
 func TestBaseRoundTrips(t *testing.T) {
 	for _, tail := range []bool{true, false} {
-		raw := testImage(8<<20+4242, tail)
+		raw := testImage(4<<20+4242, tail)
 		for _, comp := range compressors {
 			t.Run(comp.name, func(t *testing.T) {
 				dir := t.TempDir()
@@ -229,6 +229,19 @@ func TestBaseBrokenInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("bzip2 testdata", func(t *testing.T) {
+		dir := t.TempDir()
+		bz := readFile(t, "testdata/image.bz2")
+		src := writeFile(t, filepath.Join(dir, "broken.img.bz2"), bz[:len(bz)/2])
+		c := &Cache{Dir: filepath.Join(dir, "cache")}
+		_, err := c.Base(t.Context(), src, "")
+		if err == nil || !strings.Contains(err.Error(), src) || !strings.Contains(err.Error(), "truncated bzip2 stream") {
+			t.Errorf("err = %v", err)
+		}
+		if got := cacheFiles(t, c.Dir); len(got) != 0 {
+			t.Errorf("cache holds %v", got)
+		}
+	})
 }
 
 func TestBaseZipRejected(t *testing.T) {

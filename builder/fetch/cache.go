@@ -209,6 +209,9 @@ func (c *Cache) decompress(ctx context.Context, path, srcSum string, format Form
 	if err := tmp.Close(); err != nil {
 		return nil, fmt.Errorf("writing raw image of %s: %w", path, err)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return nil, fmt.Errorf("writing raw image of %s: %w", path, err)
+	}
 	meta := rawMeta{SourceSHA256: srcSum, Format: format, RawSHA256: hex.EncodeToString(rawHash.Sum(nil)), Size: size}
 	mb, _ := json.Marshal(meta)
 	if err := writeFileAtomic(final+".json", append(mb, '\n')); err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newServer(t *testing.T, data []byte) (*fileServer, *httptest.Server) {
@@ -377,5 +378,84 @@ func TestParseContentRange(t *testing.T) {
 		if ok != tc.ok || (ok && (first != tc.first || size != tc.size)) {
 			t.Errorf("%q: %d %d %v", tc.in, first, size, ok)
 		}
+	}
+}
+
+// With a weak ETag (not allowed in If-Range) the resume is guarded by Last-Modified.
+func TestDownloadResumeWithLastModified(t *testing.T) {
+	data := testImage(2<<20, true)
+	fs, srv := newServer(t, data)
+	fs.etag = `W/"weak"`
+	fs.cutAt = 123456
+	p, err := (&Cache{Dir: t.TempDir()}).Download(t.Context(), srv.URL+"/os.img", sum(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, p), data) {
+		t.Fatal("download differs")
+	}
+	reqs := fs.requests()
+	if len(reqs) != 2 || reqs[1].Get("Range") != "bytes=123456-" || reqs[1].Get("If-Range") != "Tue, 14 Nov 2023 22:13:20 GMT" {
+		t.Fatalf("requests: %v", reqs)
+	}
+	if sent := fs.bytesSent(); sent != int64(len(data)) {
+		t.Errorf("server sent %d bytes for a %d-byte file", sent, len(data))
+	}
+}
+
+type recordingProgress struct {
+	names  []string
+	totals []int64
+	added  int64
+	done   int
+}
+
+func (p *recordingProgress) Start(name string, total int64) {
+	p.names, p.totals = append(p.names, name), append(p.totals, total)
+}
+func (p *recordingProgress) Add(n int64) { p.added += n }
+func (p *recordingProgress) Done()       { p.done++ }
+
+type countingTransport struct{ n int }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n++
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestDownloadOptions(t *testing.T) {
+	data := testImage(1<<20, true)
+	_, srv := newServer(t, data)
+	var prog recordingProgress
+	tr := &countingTransport{}
+	_, err := (&Cache{Dir: t.TempDir()}).Download(t.Context(), srv.URL+"/dir/os.img", sum(data),
+		WithProgress(&prog), WithClient(&http.Client{Transport: tr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.n != 1 {
+		t.Errorf("the client given was used %d times", tr.n)
+	}
+	if !slices.Equal(prog.names, []string{"os.img"}) || !slices.Equal(prog.totals, []int64{int64(len(data))}) ||
+		prog.added != int64(len(data)) || prog.done != 1 {
+		t.Errorf("progress: %+v", prog)
+	}
+}
+
+// A transfer that stops without the connection closing is abandoned after the stall
+// timeout and resumed.
+func TestDownloadStalled(t *testing.T) {
+	data := testImage(2<<20, true)
+	fs, srv := newServer(t, data)
+	fs.cutAt, fs.hang = 300000, true
+	p, err := (&Cache{Dir: t.TempDir()}).Download(t.Context(), srv.URL+"/os.img", sum(data), WithStallTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, p), data) {
+		t.Fatal("download differs")
+	}
+	if reqs := fs.requests(); len(reqs) != 2 || reqs[1].Get("Range") != "bytes=300000-" {
+		t.Fatalf("requests: %v", reqs)
 	}
 }

@@ -87,6 +87,7 @@ type fileServer struct {
 	data        []byte
 	etag        string
 	cutAt       int
+	hang        bool // instead of cutting the first response, stop sending and wait
 	ignoreRange bool
 	status      []int // statuses to answer the first requests with, before serving
 	headers     []http.Header
@@ -123,13 +124,19 @@ func (s *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cw := &countingWriter{ResponseWriter: w, s: s}
+	modTime := time.Unix(1700000000, 0)
 	w.Header().Set("ETag", etag)
+	w.Header().Set("Last-Modified", modTime.UTC().Format(http.TimeFormat))
 	if n == 0 && s.cutAt > 0 {
 		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 		w.WriteHeader(http.StatusOK)
 		_, _ = cw.Write(data[:s.cutAt])
 		rc := http.NewResponseController(w)
 		_ = rc.Flush()
+		if s.hang {
+			<-r.Context().Done()
+			return
+		}
 		conn, _, err := rc.Hijack()
 		if err == nil {
 			_ = conn.Close()
@@ -141,7 +148,7 @@ func (s *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = cw.Write(data)
 		return
 	}
-	http.ServeContent(cw, r, "", time.Unix(1700000000, 0), bytes.NewReader(data))
+	http.ServeContent(cw, r, "", modTime, bytes.NewReader(data))
 }
 
 type countingWriter struct {
