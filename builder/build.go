@@ -82,14 +82,14 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	}
 
 	// 5. The root filesystem: the base made a read-only slot, users, then overlays.
-	additions, err := assembleRoot(root, s, board, lay, epoch, agent, o.version)
+	release, err := assembleRoot(root, s, board, lay, epoch, agent, o.version)
 	if err != nil {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
 	clock.lap("assemble")
 
 	// 6. The boot partitions of both slots and the config partition.
-	fats, err := bootTrees(board, bootBase, lay, epoch)
+	fats, err := bootTrees(board, bootBase, lay, release, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
 	}
@@ -108,7 +108,7 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	clock.lap("write")
 
 	// 8. Publish: checksum, compress, report, then move everything into place.
-	rep := newReport(s, board, src, agent, lay, disk, additions, epoch, o.version)
+	rep := newReport(s, board, src, agent, lay, disk, release.Additions, epoch, o.version)
 	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, rep, clock, o)
 	if err != nil {
 		return nil, err
@@ -221,13 +221,14 @@ func derive(n int, inputs ...string) []byte {
 	return h.Sum(nil)[:n]
 }
 
-func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, epoch time.Time, agent *agentBinary, version string) ([]string, error) {
+func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, epoch time.Time, agent *agentBinary, version string) (*rootfs.Release, error) {
 	dataUUID := lay.partUUID(hw.RoleData)
+	rel := rootfs.Release{
+		Name: s.Name, Board: board.Name(), Version: s.Version, LayoutVersion: lay.Version,
+		Builder: version, DataPartUUID: dataUUID,
+	}
 	added, err := rootfs.Prepare(root, rootfs.SystemInput{
-		Release: rootfs.Release{
-			Name: s.Name, Board: board.Name(), Version: s.Version, LayoutVersion: lay.Version,
-			Builder: version, DataPartUUID: dataUUID,
-		},
+		Release:        rel,
 		Hostname:       s.Hostname,
 		Epoch:          epoch,
 		Agent:          tree.File(agent.Path),
@@ -258,10 +259,10 @@ func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, ep
 		}
 		added = append(added, o...)
 	}
-	return added, nil
+	return rootfs.WriteRelease(root, rel, added, epoch)
 }
 
-func bootTrees(board hw.Board, bootBase *tree.Tree, lay *layout, epoch time.Time) (map[hw.Role]*tree.Tree, error) {
+func bootTrees(board hw.Board, bootBase *tree.Tree, lay *layout, rel *rootfs.Release, epoch time.Time) (map[hw.Role]*tree.Tree, error) {
 	cfg, err := board.ConfigFiles(epoch)
 	if err != nil {
 		return nil, err
@@ -270,6 +271,10 @@ func bootTrees(board hw.Board, bootBase *tree.Tree, lay *layout, epoch time.Time
 	bootA, err := board.BootFiles(hw.BootInput{Base: bootBase, Slot: slotA, Epoch: epoch,
 		RootUUID: disk.PartUUID(lay.Table.DiskSignature, slotA.System)})
 	if err != nil {
+		return nil, err
+	}
+	// A copy of the release description, readable without an ext4 reader.
+	if err := bootA.WriteFile(rootfs.BootReleasePath, rel.JSON(), 0o644, epoch); err != nil {
 		return nil, err
 	}
 	// Slot B's boot partition is an empty FAT filesystem until an update fills it.

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 
 	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
 	"github.com/edgeimg/edgeimg/builder/disk"
@@ -79,8 +79,14 @@ func Inspect(path string) (*Image, error) {
 					}
 					sort.Strings(ip.Files)
 				}
+				if b, err := readFAT(fs, rootfs.BootReleasePath); err == nil && img.Release == nil {
+					var r rootfs.Release
+					if json.Unmarshal(b, &r) == nil {
+						img.Release = &r
+					}
+				}
 				for _, name := range []string{"autoboot.txt", "config.txt", "cmdline.txt", "edgeimg/device.yaml"} {
-					if b, err := readAll(fs.OpenFile("/"+name, os.O_RDONLY)); err == nil {
+					if b, err := readFAT(fs, name); err == nil {
 						if ip.Config == nil {
 							ip.Config = map[string]string{}
 						}
@@ -89,16 +95,10 @@ func Inspect(path string) (*Image, error) {
 				}
 			}
 		case "ext4":
+			// go-diskfs reads only ext4 with metadata_csum, which the system slot (made by
+			// tar2ext4) does not have: read the label from the superblock itself.
 			ip.FS = "ext4"
-			if fs, err := ext4.Read(be, p.Size, p.Start, 512); err == nil {
-				ip.Label = fs.Label()
-				if b, err := fs.ReadFile("/" + rootfs.ReleasePath); err == nil && img.Release == nil {
-					var r rootfs.Release
-					if json.Unmarshal(b, &r) == nil {
-						img.Release = &r
-					}
-				}
-			}
+			ip.Label = ext4Label(f, p.Start)
 		default:
 			ip.FS = "none"
 		}
@@ -107,17 +107,41 @@ func Inspect(path string) (*Image, error) {
 	return img, nil
 }
 
-type reader interface {
-	io.Reader
-	io.Closer
-}
-
-func readAll[T reader](f T, err error) ([]byte, error) {
+// readFAT reads a small file of a FAT filesystem. go-diskfs v1.9.4 reads a file to the end
+// of its last cluster, so the size comes from the directory entry.
+func readFAT(fs *fat32.FileSystem, name string) ([]byte, error) {
+	dir, base := path.Split("/" + name)
+	entries, err := fs.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, 64<<10))
+	for _, e := range entries {
+		if e.Name() != base || e.IsDir() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		if info.Size() > 1<<20 {
+			return nil, fmt.Errorf("%s: %d bytes is too large to show", name, info.Size())
+		}
+		f, err := fs.OpenFile("/"+name, os.O_RDONLY)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return io.ReadAll(io.LimitReader(f, info.Size()))
+	}
+	return nil, fmt.Errorf("%s: %w", name, os.ErrNotExist)
+}
+
+func ext4Label(r io.ReaderAt, start int64) string {
+	b := make([]byte, 16)
+	if _, err := r.ReadAt(b, start+1024+0x78); err != nil {
+		return ""
+	}
+	return strings.TrimRight(string(b), "\x00")
 }
 
 // probe recognises FAT and ext4 by their magic numbers.

@@ -136,9 +136,14 @@ func TestPrepare(t *testing.T) {
 	if h := read(t, tr, "etc/hosts"); !strings.Contains(h, "127.0.1.1\tgw-1") || strings.Contains(h, "raspberrypi") {
 		t.Errorf("hosts: %q", h)
 	}
+	r, err := WriteRelease(tr, Release{Name: "gw", DataPartUUID: "cafe0001-07"}, append(added, "/etc/fstab"), epoch)
+	must(t, err)
 	rel := read(t, tr, ReleasePath)
-	if !strings.Contains(rel, `"dataPartUUID": "cafe0001-07"`) || !strings.Contains(rel, "/usr/local/bin/edgeimg-agent") {
+	if !strings.Contains(rel, `"dataPartUUID": "cafe0001-07"`) || !strings.Contains(rel, "/usr/local/bin/edgeimg-agent") || string(r.JSON()) != rel {
 		t.Errorf("release.json: %s", rel)
+	}
+	if strings.Count(rel, `"/etc/fstab"`) != 1 || r.BuildEpoch != epoch.Unix() {
+		t.Errorf("additions not deduplicated or epoch unset: %s", rel)
 	}
 	if len(added) < 10 {
 		t.Errorf("additions: %v", added)

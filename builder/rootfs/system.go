@@ -30,8 +30,12 @@ type Release struct {
 	Additions     []string `json:"additions,omitempty"`
 }
 
-// ReleasePath is the path of the release description in the image.
+// ReleasePath is the path of the release description in the system slot.
 const ReleasePath = "usr/lib/edgeimg/release.json"
+
+// BootReleasePath is where a copy of it goes in the slot's boot partition, readable without
+// an ext4 reader (edgeimg inspect, and the device when it looks at the other slot).
+const BootReleasePath = "edgeimg/release.json"
 
 // SystemInput is what Prepare needs.
 type SystemInput struct {
@@ -141,16 +145,32 @@ func Prepare(t *tree.Tree, in SystemInput) ([]string, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	rel := in.Release
-	rel.BuildEpoch = in.Epoch.Unix()
-	rel.Additions = append(append([]string(nil), p.added...), "/"+ReleasePath)
-	sort.Strings(rel.Additions)
-	b, err := json.MarshalIndent(rel, "", "  ")
-	if err != nil {
+	return p.added, nil
+}
+
+// WriteRelease writes the release description to ReleasePath, listing additions (the image
+// paths the builder added or changed, deduplicated and sorted) and the epoch, and returns it.
+func WriteRelease(t *tree.Tree, r Release, additions []string, epoch time.Time) (*Release, error) {
+	r.BuildEpoch = epoch.Unix()
+	seen := map[string]bool{"/" + ReleasePath: true}
+	r.Additions = []string{"/" + ReleasePath}
+	for _, a := range additions {
+		if !seen[a] {
+			seen[a] = true
+			r.Additions = append(r.Additions, a)
+		}
+	}
+	sort.Strings(r.Additions)
+	if err := t.WriteFile(ReleasePath, r.JSON(), 0o644, epoch); err != nil {
 		return nil, err
 	}
-	p.file(ReleasePath, 0o644, string(b)+"\n")
-	return rel.Additions, p.err
+	return &r, nil
+}
+
+// JSON returns the release description as written to ReleasePath.
+func (r *Release) JSON() []byte {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	return append(b, '\n')
 }
 
 type prep struct {

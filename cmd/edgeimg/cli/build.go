@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -49,21 +50,54 @@ func (o *BuildOptions) Validate() error {
 	return nil
 }
 
-// agentPath finds the on-device agent for arch.
-func (o *BuildOptions) agentPath(arch string) string {
-	if o.Agent != "" {
-		return o.Agent
-	}
-	if p := os.Getenv("EDGEIMG_AGENT"); p != "" {
-		return p
-	}
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "edgeimg-agent-linux-"+arch)
-		if _, err := os.Stat(p); err == nil {
-			return p
+// agentName is the file name of the agent for arch that `make agent` writes and that
+// release archives put beside edgeimg.
+func agentName(arch string) string { return "edgeimg-agent-linux-" + arch }
+
+// findAgent finds the on-device agent for arch: the --agent flag, else $EDGEIMG_AGENT, else
+// edgeimg-agent-linux-ARCH in exeDir (the directory of the edgeimg executable; "" when
+// unknown). A path given by the flag or the variable must exist; when none is found the error
+// says every way to provide one.
+func findAgent(flag, env, exeDir, arch string) (string, error) {
+	check := func(p, from string) (string, error) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return "", UsageError{fmt.Errorf("%s: edgeimg-agent %w", from, err)}
 		}
+		if !st.Mode().IsRegular() {
+			return "", UsageError{fmt.Errorf("%s: edgeimg-agent %s is not a regular file", from, p)}
+		}
+		return p, nil
 	}
-	return ""
+	if flag != "" {
+		return check(flag, "--agent")
+	}
+	if env != "" {
+		return check(env, "$EDGEIMG_AGENT")
+	}
+	beside := "beside the edgeimg executable"
+	if exeDir != "" {
+		p := filepath.Join(exeDir, agentName(arch))
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+		beside = "in " + exeDir
+	}
+	return "", UsageError{fmt.Errorf("no edgeimg-agent binary for linux/%s (it goes into every image): "+
+		"pass --agent PATH, set EDGEIMG_AGENT=PATH, or put %s %s; `make agent` builds it",
+		arch, agentName(arch), beside)}
+}
+
+// exeDir is the directory of the running executable, or "" when it is unknown.
+func exeDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return filepath.Dir(exe)
 }
 
 // NewCmdBuild returns `edgeimg build`.
@@ -79,7 +113,12 @@ SOURCE_DATE_EPOCH, when set, is the time of every timestamp in the image.`,
 		Example: `  edgeimg build --board rpi4
   edgeimg build --board rpi4 -c site.yaml -o dist/
   SOURCE_DATE_EPOCH=1700000000 edgeimg build --json > report.json`,
-		Args: cobra.NoArgs,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("build takes no arguments (the spec is -c FILE), got %q", args[0])
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
 				return err
@@ -92,8 +131,15 @@ SOURCE_DATE_EPOCH, when set, is the time of every timestamp in the image.`,
 }
 
 func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
+	epoch, haveEpoch, err := spec.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH"))
+	if err != nil {
+		return UsageError{err}
+	}
 	s, err := spec.Load(o.Config)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !cmd.Flags().Changed("config") {
+			return fmt.Errorf("%w (run edgeimg build in the directory of edgeimg.yaml, or pass -c FILE)", err)
+		}
 		return err
 	}
 	if o.Board != "" {
@@ -101,6 +147,9 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	}
 	board, err := hw.Lookup(s.Board)
 	if err != nil {
+		if o.Board != "" {
+			return UsageError{fmt.Errorf("--board: %w", err)}
+		}
 		return fmt.Errorf("%s: board: %w", o.Config, err)
 	}
 	d := board.DefaultSizes()
@@ -109,9 +158,13 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("%s:\n%w", o.Config, err)
 	}
+	agent, err := findAgent(o.Agent, os.Getenv("EDGEIMG_AGENT"), exeDir(), board.Arch())
+	if err != nil {
+		return err
+	}
 	stderr := cmd.ErrOrStderr()
 	opts := []builder.Option{
-		builder.WithAgent(o.agentPath(board.Arch())),
+		builder.WithAgent(agent),
 		builder.WithLogger(g.logger(stderr)),
 		builder.WithVersion(g.version),
 		builder.WithProgress(newProgress(stderr)),
@@ -122,11 +175,7 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	if o.CacheDir != "" {
 		opts = append(opts, builder.WithCacheDir(o.CacheDir))
 	}
-	epoch, ok, err := spec.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH"))
-	if err != nil {
-		return UsageError{err}
-	}
-	if ok {
+	if haveEpoch {
 		opts = append(opts, builder.WithEpoch(epoch))
 	}
 	res, err := builder.Build(cmd.Context(), s, opts...)

@@ -43,7 +43,31 @@ loop devices, and two builds of the same inputs are byte-identical.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return UsageError{err} })
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the build does to stderr")
 	root.AddCommand(NewCmdBuild(g), NewCmdInspect(g), NewCmdSchema(g), NewCmdVersion(g))
+	// Without arguments edgeimg prints its help; an unknown command is a usage error.
+	root.Args = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown command %q for %q (see edgeimg --help)", args[0], c.CommandPath())
+		}
+		return nil
+	}
+	root.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes the positional-argument errors of c and its subcommands UsageErrors.
+func usageArgs(c *cobra.Command) {
+	if v := c.Args; v != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			if err := v(c, args); err != nil {
+				return UsageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 func (g *globals) logger(w io.Writer) *slog.Logger {
