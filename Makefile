@@ -34,10 +34,19 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
+# The end-to-end test (ci/e2e, README there): builds a Debian arm64 base image as root
+# (ci/basebuild, cached in $EDGEIMG_E2E_CACHE), remasters it with edgeimg build, boots slot A
+# in QEMU and checks the running system. .ci/run installs the host packages it needs.
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./ci/e2e/
+
 # Benchmarks (not run in CI): the whole build of a ~20,000-file / ~800 MB base against
-# `mke2fs -d` of the same tree, measured in the same run.
+# `mke2fs -d` of the same tree, measured in the same run (BenchmarkBuild: warm-x-mke2fs and
+# cold-x-mke2fs, peak memory, CPU), then the ext4 writer and the base reader on their own.
+# EDGEIMG_BENCH_FILES / EDGEIMG_BENCH_MB change the size; EDGEIMG_BENCH_DIR keeps the generated
+# base between runs; EDGEIMG_BENCH_PROFILE=DIR writes CPU profiles of the builds there.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./builder/ ./builder/ext4img/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./builder/ ./builder/ext4img/ ./builder/base/
 
 clean:
 	rm -rf $(BIN) build out

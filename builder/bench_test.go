@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ const (
 // benchResult is what TestHelperBuild reports back to the benchmark.
 type benchResult struct {
 	Seconds float64  `json:"seconds"` // the Build call, as timed inside the helper
+	CPU     float64  `json:"-"`       // user+system seconds of the helper process
 	PeakRSS int64    `json:"peakRSS"` // VmHWM of the helper process, bytes
 	Timings []Timing `json:"timings"` // the report's stages
 	Error   string   `json:"error,omitempty"`
@@ -159,6 +161,7 @@ func runBuild(b *testing.B, f *benchFixture, cacheDir, outDir, profile string) b
 	if err != nil || r.Error != "" || r.Seconds == 0 {
 		b.Fatalf("build helper: %v %s\n%s", err, r.Error, out)
 	}
+	r.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	return r
 }
 
@@ -278,6 +281,7 @@ func BenchmarkBuild(b *testing.B) {
 		return filepath.Join(profDir, name+".prof")
 	}
 	var warm, cold, base time.Duration
+	var warmCPU, coldCPU, baseCPU float64
 	var warmPeak, coldPeak, basePeak int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -286,25 +290,31 @@ func BenchmarkBuild(b *testing.B) {
 		cache := filepath.Join(work, "cache")
 
 		// Cold: an empty cache directory, so the build reads the base's ext4 and fills the cache.
+		// Before each measurement, the writeback of the previous one is finished (sync).
+		syscall.Sync()
 		start := time.Now()
 		c := runBuild(b, f, cache, filepath.Join(work, "out-cold"), prof("cold"))
 		cold += time.Since(start)
 		coldPeak = max(coldPeak, c.PeakRSS)
+		coldCPU += c.CPU
 		os.RemoveAll(filepath.Join(work, "out-cold"))
 		tree := benchTree(b, f, cache)
 
 		// Warm: the cache the cold build filled.
+		syscall.Sync()
 		b.StartTimer()
 		start = time.Now()
 		w := runBuild(b, f, cache, filepath.Join(work, "out-warm"), prof("warm"))
 		warm += time.Since(start)
 		b.StopTimer()
 		warmPeak = max(warmPeak, w.PeakRSS)
+		warmCPU += w.CPU
 		os.RemoveAll(filepath.Join(work, "out-warm"))
 
 		// Baseline: the shell way of making one system partition of the same tree.
 		img := filepath.Join(work, "mke2fs.img")
 		cmd := exec.Command(mke2fs, "-q", "-t", "ext4", "-d", tree, img, strconv.FormatInt(benchSystemSize>>10, 10)+"k")
+		syscall.Sync()
 		start = time.Now()
 		peak, err := runPeak(cmd)
 		if err != nil {
@@ -313,12 +323,14 @@ func BenchmarkBuild(b *testing.B) {
 		d := time.Since(start)
 		base += d
 		basePeak = max(basePeak, peak)
+		dCPU := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+		baseCPU += dCPU
 		os.Remove(img)
 
-		b.Logf("run %d: mke2fs -d %.2fs (peak %d MiB) | warm %.2fs = %.2fx (peak %d MiB; %s) | cold %.2fs = %.2fx (peak %d MiB; %s)",
-			i+1, d.Seconds(), peak>>20,
-			w.Seconds, w.Seconds/d.Seconds(), w.PeakRSS>>20, stages(w.Timings),
-			c.Seconds, c.Seconds/d.Seconds(), c.PeakRSS>>20, stages(c.Timings))
+		b.Logf("run %d: mke2fs -d %.2fs (cpu %.2fs, peak %d MiB) | warm %.2fs = %.2fx (cpu %.2fs, peak %d MiB; %s) | cold %.2fs = %.2fx (cpu %.2fs, peak %d MiB; %s)",
+			i+1, d.Seconds(), dCPU, peak>>20,
+			w.Seconds, w.Seconds/d.Seconds(), w.CPU, w.PeakRSS>>20, stages(w.Timings),
+			c.Seconds, c.Seconds/d.Seconds(), c.CPU, c.PeakRSS>>20, stages(c.Timings))
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -328,6 +340,9 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportMetric(base.Seconds()/n, "mke2fs-s")
 	b.ReportMetric(warm.Seconds()/base.Seconds(), "warm-x-mke2fs")
 	b.ReportMetric(cold.Seconds()/base.Seconds(), "cold-x-mke2fs")
+	b.ReportMetric(warmCPU/n, "warm-cpu-s")
+	b.ReportMetric(coldCPU/n, "cold-cpu-s")
+	b.ReportMetric(baseCPU/n, "mke2fs-cpu-s")
 	b.ReportMetric(float64(warmPeak)/(1<<20), "warm-peak-MiB")
 	b.ReportMetric(float64(coldPeak)/(1<<20), "cold-peak-MiB")
 	b.ReportMetric(float64(basePeak)/(1<<20), "mke2fs-peak-MiB")

@@ -109,7 +109,7 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 
 	// 8. Publish: checksum, compress, report, then move everything into place.
 	rep := newReport(s, board, src, agent, lay, disk, release.Additions, epoch, o.version)
-	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, rep, clock, o)
+	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, disk.SHA256, rep, clock, o)
 	if err != nil {
 		return nil, err
 	}

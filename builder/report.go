@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -19,8 +18,6 @@ import (
 	"github.com/edgeimg/edgeimg/builder/spec"
 	"github.com/edgeimg/edgeimg/hw"
 )
-
-func newHash() hash.Hash { return sha256.New() }
 
 // Report is the build report, NAME-BOARD.report.json.
 type Report struct {
@@ -147,7 +144,7 @@ func round(f float64) float64 {
 
 // publish checksums and compresses the image, writes SHA256SUMS and the report, and moves the
 // outputs from the staging directory into outDir.
-func publish(ctx context.Context, stage *staging, outDir, name, compress string, rep *Report, clock *stopwatch, o *options) (*Result, error) {
+func publish(ctx context.Context, stage *staging, outDir, name, compress, diskSum string, rep *Report, clock *stopwatch, o *options) (*Result, error) {
 	imgName := name + ".img"
 	img := stage.path(imgName)
 	st, err := os.Stat(img)
@@ -155,11 +152,14 @@ func publish(ctx context.Context, stage *staging, outDir, name, compress string,
 		return nil, err
 	}
 	sums := map[string]string{}
-	o.progress.Start("checksum "+imgName, st.Size())
-	sum, err := hashFileProgress(ctx, img, o.progress)
-	o.progress.Done()
-	if err != nil {
-		return nil, err
+	sum := diskSum // hashed while the image was written
+	if sum == "" {
+		o.progress.Start("checksum "+imgName, st.Size())
+		sum, err = hashFileProgress(ctx, img, o.progress)
+		o.progress.Done()
+		if err != nil {
+			return nil, err
+		}
 	}
 	sums[imgName] = sum
 	clock.lap("checksum")

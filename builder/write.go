@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edgeimg/edgeimg/builder/base"
@@ -53,6 +52,7 @@ type diskResult struct {
 	Size       int64
 	Partitions []PartitionInfo
 	Skipped    []string
+	SHA256     string // of the whole image, hashed while it was written
 }
 
 func writeDisk(ctx context.Context, path string, lay *layout, fats map[hw.Role]*tree.Tree, root *tree.Tree, s *spec.Spec, epoch time.Time, o *options) (*diskResult, error) {
@@ -67,9 +67,31 @@ func writeDisk(ctx context.Context, path string, lay *layout, fats map[hw.Role]*
 	if err := lay.Table.Write(f); err != nil {
 		return nil, fmt.Errorf("partition table: %w", err)
 	}
+	// The partitions are written in order, each within its own bounds: once one is written,
+	// the image is final up to its end and hashed while the next one is written.
+	hasher, err := newImageHasher(path, lay.Table.Size)
+	if err != nil {
+		return nil, err
+	}
+	hashing := true
+	defer func() {
+		if hashing {
+			hasher.abort()
+		}
+	}()
 	res := &diskResult{Size: lay.Table.Size}
-	for _, p := range lay.Parts {
+	partSums := map[int]func() string{} // index in res.Partitions: its sha256 once hashed
+	// final is where the first partition not yet written starts: bytes before it are final.
+	final := func(from int) int64 {
+		end := lay.Table.Size
+		for _, q := range lay.Parts[from:] {
+			end = min(end, lay.Table.Part(q.Number).Start)
+		}
+		return end
+	}
+	for i, p := range lay.Parts {
 		pl := lay.Table.Part(p.Number)
+		hasher.advance(final(i))
 		info := PartitionInfo{Number: p.Number, Role: p.Role, Type: fmt.Sprintf("0x%02x", p.Type),
 			Start: pl.Start, Size: pl.Size, FS: p.FS, PartUUID: lay.partUUID(p.Role)}
 		switch p.FS {
@@ -83,6 +105,11 @@ func writeDisk(ctx context.Context, path string, lay *layout, fats map[hw.Role]*
 			}
 			info.Label, info.UUID, info.Used = p.Label, fmt.Sprintf("%04X-%04X", volID>>16, volID&0xffff), used
 		case hw.FSExt4:
+			get, err := hasher.sum(pl.Start, pl.Size)
+			if err != nil {
+				return nil, err
+			}
+			partSums[len(res.Partitions)] = get
 			var uuid [16]byte
 			copy(uuid[:], derive(16, "edgeimg", "ext4", s.Name, s.Board, s.Version, string(p.Role)))
 			uuid[6] = uuid[6]&0x0f | 0x40 // RFC 4122 version 4 layout, derived not random
@@ -99,16 +126,24 @@ func writeDisk(ctx context.Context, path string, lay *layout, fats map[hw.Role]*
 			}
 			info.Label, info.UUID, info.Used = p.Label, formatUUID(uuid), ei.Size
 			res.Skipped = ei.Skipped
-			sum, err := hashRange(f, pl.Start, pl.Size)
-			if err != nil {
-				return nil, err
-			}
-			info.SHA256 = sum
 		}
 		res.Partitions = append(res.Partitions, info)
+		hasher.advance(final(i + 1))
 	}
-	if err := f.Sync(); err != nil {
+	// Writing back to disk and hashing the rest of the image run side by side.
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	hashing = false
+	sum, herr := hasher.finish()
+	if err := <-synced; err != nil {
 		return nil, fmt.Errorf("disk image: %w", err)
+	}
+	if herr != nil {
+		return nil, herr
+	}
+	res.SHA256 = sum
+	for i, get := range partSums {
+		res.Partitions[i].SHA256 = get()
 	}
 	return res, f.Close()
 }
@@ -182,12 +217,4 @@ func (r progressReader) Read(b []byte) (int, error) {
 func formatUUID(u [16]byte) string {
 	h := hex.EncodeToString(u[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-func hashRange(f *os.File, off, size int64) (string, error) {
-	h := newHash()
-	if _, err := io.Copy(h, io.NewSectionReader(f, off, size)); err != nil {
-		return "", fmt.Errorf("hashing %s: %w", filepath.Base(f.Name()), err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

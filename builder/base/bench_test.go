@@ -43,7 +43,7 @@ func benchSpec(b *testing.B) ([]want, int) {
 		{path: "lost+found", kind: tree.Dir, mode: 0o700, mtime: t0}}, ws...), total
 }
 
-// BenchmarkRootFS compares reading the root filesystem through go-diskfs (cold, which also
+// BenchmarkRootFS compares reading the root filesystem from the image (cold, which also
 // writes the cache) with indexing the cache (warm).
 func BenchmarkRootFS(b *testing.B) {
 	ws, total := benchSpec(b)

@@ -38,7 +38,7 @@ type cacheMeta struct {
 // RootFSCached returns the same tree as RootFS, but keeps a copy of the root filesystem in
 // cacheDir/rootfs/<key>.tar (a PAX tar: xattrs as SCHILY.xattr records, hard links as links,
 // sockets as FIFO entries with the PAX record tree.SocketPAXKey=1) and serves every file's
-// content from that tar. The first call reads the filesystem through go-diskfs and writes the
+// content from that tar. The first call reads the filesystem (as RootFS does) and writes the
 // tar (to a temporary file renamed into place, then a <key>.json sidecar); later calls only
 // index the tar's headers. A cache entry whose sidecar is missing or does not match the tar
 // (truncated, corrupt, written by another format) is discarded and rebuilt.

@@ -24,7 +24,7 @@ func equalListing(t *testing.T, what string, a, b []string) {
 }
 
 // breakRoot returns a copy of the image whose root filesystem is zeroed past its superblock:
-// Open still accepts it, but reading the filesystem through go-diskfs must fail.
+// Open still accepts it, but reading the filesystem must fail.
 func breakRoot(t *testing.T, path string) string {
 	img, err := Open(path)
 	mustDo(t, err)

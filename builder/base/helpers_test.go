@@ -109,6 +109,12 @@ var typeBits = map[tree.Kind]uint32{
 // debugfs -w, then indexes the directories with e2fsck -D.
 func makeExt4(t testing.TB, ws []want, sizeMiB int) string {
 	t.Helper()
+	return makeExt4With(t, ws, sizeMiB, "-b", "4096")
+}
+
+// makeExt4With is makeExt4 with other mke2fs options (block size, features).
+func makeExt4With(t testing.TB, ws []want, sizeMiB int, mkfsArgs ...string) string {
+	t.Helper()
 	mke2fs := testutil.NeedTool(t, "mke2fs")
 	debugfs := testutil.NeedTool(t, "debugfs")
 	e2fsck := testutil.NeedTool(t, "e2fsck")
@@ -167,8 +173,10 @@ func makeExt4(t testing.TB, ws []want, sizeMiB int) string {
 		fmt.Fprintf(&script, "sif /%s links_count %d\n", target, n+1)
 	}
 	img := filepath.Join(dir, "root.ext4")
-	testutil.Run(t, mke2fs, "-q", "-F", "-t", "ext4", "-b", "4096", "-U", "4f3d1a2b-0000-4000-8000-000000000001",
+	args := append([]string{"-q", "-F", "-t", "ext4"}, mkfsArgs...)
+	args = append(args, "-U", "4f3d1a2b-0000-4000-8000-000000000001",
 		"-E", "hash_seed=4f3d1a2b-0000-4000-8000-000000000002", "-d", src, img, fmt.Sprintf("%dM", sizeMiB))
+	testutil.Run(t, mke2fs, args...)
 	sf := filepath.Join(dir, "debugfs.script")
 	mustDo(t, os.WriteFile(sf, []byte(script.String()), 0o644))
 	out := testutil.Run(t, debugfs, "-w", "-f", sf, img)

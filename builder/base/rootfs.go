@@ -5,20 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	iofs "io/fs"
-	"os"
-	"path"
 	"sort"
 	"strings"
-
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"time"
 
 	"github.com/edgeimg/edgeimg/builder/tree"
 )
 
 // readerVersion names the way this package turns an ext4 filesystem into a tree; callers
 // fold it into cache keys so that a change here invalidates old cache entries.
-const readerVersion = "base-rootfs-1"
+const readerVersion = "base-rootfs-2"
 
 // ReaderVersion identifies how RootFS reads a filesystem. Include it in the key passed to
 // RootFSCached so that cache entries written by an older reader are not reused.
@@ -33,23 +29,31 @@ const (
 // (including setuid, setgid and sticky), modification time, symlink target, device numbers,
 // extended attributes, and hard links (of the names sharing an inode the first in path order
 // is the Regular entry, the others Hardlink entries naming it). Contents are not read: each
-// regular file's Content reads it from the image through go-diskfs when opened.
+// regular file's Content reads it from the image through the file's extents when opened.
+//
+// The metadata is read by inode number (extfs.go), each directory once, so the walk takes
+// time proportional to the filesystem's size.
 func (img *Image) RootFS(ctx context.Context) (*tree.Tree, error) {
 	p := img.Root()
 	if err := checkExtSize(img.f, p); err != nil {
 		return nil, fmt.Errorf("%s: root partition %d: %w", img.name, p.Number, err)
 	}
-	var fsys *ext4.FileSystem
-	err := guard(func() error {
-		var err error
-		fsys, err = ext4.Read(img.partitionBackend(p), p.Size, p.Start, sectorSize)
-		return err
-	})
+	fs, err := openExtFS(io.NewSectionReader(img.f, p.Start, p.Size), p.Size)
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading ext4 root partition %d: %w", img.name, p.Number, err)
 	}
-	w := &extWalker{ctx: ctx, fs: fsys, part: p, img: img, dirs: map[uint32]bool{}, inodes: map[uint32][]*tree.Entry{}}
-	if err := guard(func() error { return w.walk(".", "", 0) }); err != nil {
+	w := &extWalker{ctx: ctx, fs: fs, part: p, img: img, dirs: map[uint32]bool{}, inodes: map[uint32][]*tree.Entry{}}
+	root, err := fs.inode(rootIno)
+	if err == nil && root.kind() != modeDir {
+		err = fmt.Errorf("root inode is not a directory (mode %06o)", root.mode)
+	}
+	if err == nil {
+		w.dirs[rootIno] = true
+		// The reader checks every on-disk number it uses; guard turns a missed one into an
+		// error rather than a crash.
+		err = guard(func() error { return w.walk(root, "", 0) })
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%s: root partition %d: %w", img.name, p.Number, err)
 	}
 	t, err := w.build()
@@ -61,7 +65,7 @@ func (img *Image) RootFS(ctx context.Context) (*tree.Tree, error) {
 
 type extWalker struct {
 	ctx     context.Context
-	fs      *ext4.FileSystem
+	fs      *extFS
 	part    Partition
 	img     *Image
 	dirs    map[uint32]bool // directory inodes seen: a directory reached twice is a loop
@@ -70,24 +74,21 @@ type extWalker struct {
 	n       int
 }
 
-func (w *extWalker) walk(dir, prefix string, depth int) error {
+func (w *extWalker) walk(dir *extInode, prefix string, depth int) error {
 	if depth > maxExtDepth {
-		return fmt.Errorf("%s: directories nested deeper than %d", dir, maxExtDepth)
+		return fmt.Errorf("/%s: directories nested deeper than %d", prefix, maxExtDepth)
 	}
-	des, err := w.fs.ReadDir(dir)
+	des, err := w.fs.readDir(dir)
 	if err != nil {
 		return fmt.Errorf("reading directory /%s: %w", prefix, err)
 	}
-	names := make([]string, 0, len(des))
-	for _, de := range des {
-		names = append(names, de.Name())
-	}
-	sort.Strings(names)
-	for i, name := range names {
-		if i > 0 && names[i-1] == name {
+	sort.Slice(des, func(i, j int) bool { return des[i].name < des[j].name })
+	for i, de := range des {
+		name := de.name
+		if i > 0 && des[i-1].name == name {
 			return fmt.Errorf("directory /%s lists %q twice", prefix, name)
 		}
-		if name == "" || strings.ContainsRune(name, '/') || strings.ContainsRune(name, 0) {
+		if strings.ContainsRune(name, '/') || strings.ContainsRune(name, 0) {
 			return fmt.Errorf("directory /%s holds an invalid name %q", prefix, name)
 		}
 		w.n++
@@ -96,151 +97,136 @@ func (w *extWalker) walk(dir, prefix string, depth int) error {
 				return err
 			}
 		}
-		rel := path.Join(prefix, name)
-		e, ino, err := w.entry(rel)
+		rel := name
+		if prefix != "" {
+			rel = prefix + "/" + name
+		}
+		in, err := w.fs.inode(de.ino)
+		if err != nil {
+			return fmt.Errorf("/%s: %w", rel, err)
+		}
+		e, err := w.entry(rel, in)
 		if err != nil {
 			return fmt.Errorf("/%s: %w", rel, err)
 		}
 		w.entries = append(w.entries, e)
 		switch e.Kind {
 		case tree.Dir:
-			if w.dirs[ino] {
-				return fmt.Errorf("/%s: directory inode %d reached twice: corrupt directory structure", rel, ino)
+			if w.dirs[de.ino] {
+				return fmt.Errorf("/%s: directory inode %d reached twice: corrupt directory structure", rel, de.ino)
 			}
-			w.dirs[ino] = true
-			if err := w.walk(rel, rel, depth+1); err != nil {
+			w.dirs[de.ino] = true
+			if err := w.walk(in, rel, depth+1); err != nil {
 				return err
 			}
 		case tree.Regular:
-			w.inodes[ino] = append(w.inodes[ino], e)
+			w.inodes[de.ino] = append(w.inodes[de.ino], e)
 		}
 	}
 	return nil
 }
 
-func (w *extWalker) entry(p string) (*tree.Entry, uint32, error) {
-	fi, err := w.fs.Stat(p)
-	if err != nil {
-		return nil, 0, err
-	}
-	st, ok := fi.Sys().(*ext4.StatT)
-	if !ok || st == nil {
-		return nil, 0, fmt.Errorf("stat returned %T, not *ext4.StatT", fi.Sys())
-	}
-	m := fi.Mode()
+func (w *extWalker) entry(p string, in *extInode) (*tree.Entry, error) {
 	e := &tree.Entry{
 		Path:    p,
-		Mode:    uint32(m.Perm()),
-		UID:     st.UID,
-		GID:     st.GID,
-		ModTime: fi.ModTime().UTC(),
+		Mode:    uint32(in.mode) & 0o7777,
+		UID:     in.uid,
+		GID:     in.gid,
+		ModTime: time.Unix(in.mtime, in.nsec).UTC(),
 	}
-	if m&iofs.ModeSetuid != 0 {
-		e.Mode |= 0o4000
-	}
-	if m&iofs.ModeSetgid != 0 {
-		e.Mode |= 0o2000
-	}
-	if m&iofs.ModeSticky != 0 {
-		e.Mode |= 0o1000
-	}
-	switch m.Type() {
-	case 0:
-		e.Kind, e.Size = tree.Regular, fi.Size()
-		if e.Size < 0 || e.Size > w.part.Size {
-			return nil, 0, fmt.Errorf("size %d is larger than the partition", e.Size)
+	switch in.kind() {
+	case modeRegular:
+		e.Kind, e.Size = tree.Regular, in.size
+		if e.Size > w.part.Size {
+			return nil, fmt.Errorf("size %d is larger than the partition", e.Size)
 		}
 		if e.Size == 0 {
 			e.Content = tree.Bytes(nil)
 		} else {
-			e.Content = w.content(p, e.Size)
+			e.Content = w.content(p, in.ino, e.Size)
 		}
-	case iofs.ModeDir:
+	case modeDir:
 		e.Kind = tree.Dir
-		if fi.Size() > w.part.Size {
-			return nil, 0, fmt.Errorf("directory size %d is larger than the partition", fi.Size())
+	case modeSymlink:
+		target, err := w.fs.symlink(in)
+		if err != nil {
+			return nil, err
 		}
-	case iofs.ModeSymlink:
-		e.Kind, e.Linkname = tree.Symlink, st.LinkTarget
-		if e.Linkname == "" {
-			return nil, 0, fmt.Errorf("symlink of %d bytes with an empty target", fi.Size())
-		}
-	case iofs.ModeDevice | iofs.ModeCharDevice:
-		e.Kind, e.Devmajor, e.Devminor = tree.CharDev, st.Major, st.Minor
-	case iofs.ModeDevice:
-		e.Kind, e.Devmajor, e.Devminor = tree.BlockDev, st.Major, st.Minor
-	case iofs.ModeNamedPipe:
+		e.Kind, e.Linkname = tree.Symlink, target
+	case modeChar:
+		e.Kind = tree.CharDev
+		e.Devmajor, e.Devminor = in.device()
+	case modeBlock:
+		e.Kind = tree.BlockDev
+		e.Devmajor, e.Devminor = in.device()
+	case modeFIFO:
 		e.Kind = tree.FIFO
-	case iofs.ModeSocket:
+	case modeSocket:
 		e.Kind = tree.Socket
 	default:
-		return nil, 0, fmt.Errorf("unknown file type %v", m.Type())
+		return nil, fmt.Errorf("unknown file type in mode %06o", in.mode)
 	}
-	xa, err := w.fs.GetXattr(p)
+	xa, err := w.fs.xattrs(in)
 	if err != nil {
-		return nil, 0, fmt.Errorf("extended attributes: %w", err)
+		return nil, fmt.Errorf("extended attributes: %w", err)
 	}
-	if len(xa) > 0 {
-		e.Xattrs = xa
-	}
-	return e, st.Ino, nil
+	e.Xattrs = xa
+	return e, nil
 }
 
-// content opens the file through go-diskfs each time it is read.
-func (w *extWalker) content(p string, size int64) tree.Content {
+// content reads the file through its extents each time it is opened.
+func (w *extWalker) content(p string, ino uint32, size int64) tree.Content {
 	fs := w.fs
 	name := w.img.name
 	return tree.Func(func() (io.ReadCloser, error) {
-		var f iofs.File
-		err := guard(func() error {
-			var err error
-			f, err = fs.OpenFile(p, os.O_RDONLY)
-			return err
-		})
+		in, err := fs.inode(ino)
+		if err == nil && in.size != size {
+			err = fmt.Errorf("inode %d now has %d bytes, not %d", ino, in.size, size)
+		}
+		var r io.Reader
+		if err == nil {
+			r, err = fs.open(in)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: opening /%s in the root filesystem: %w", name, p, err)
 		}
-		return &guardedFile{f: f, name: name, path: p, left: size}, nil
+		return &fileContent{r: r, name: name, path: p, left: size}, nil
 	})
 }
 
-// guardedFile reads a go-diskfs file, turning its panics into errors and checking that the
-// content has exactly the size the inode states.
-type guardedFile struct {
-	f          iofs.File
+// fileContent checks that a file's content has exactly the size its inode states and names
+// the file in errors.
+type fileContent struct {
+	r          io.Reader
 	name, path string
 	left       int64
 }
 
-func (g *guardedFile) Read(b []byte) (n int, err error) {
-	if g.left == 0 {
+func (f *fileContent) Read(b []byte) (int, error) {
+	if f.left == 0 {
 		return 0, io.EOF
 	}
-	if int64(len(b)) > g.left {
-		b = b[:g.left]
+	if int64(len(b)) > f.left {
+		b = b[:f.left]
 	}
-	err = guard(func() error {
-		var err error
-		n, err = g.f.Read(b)
-		return err
-	})
-	g.left -= int64(n)
+	n, err := f.r.Read(b)
+	f.left -= int64(n)
 	if errors.Is(err, io.EOF) {
-		if g.left > 0 {
-			return n, fmt.Errorf("%s: /%s: %w", g.name, g.path, io.ErrUnexpectedEOF)
+		if f.left > 0 {
+			return n, fmt.Errorf("%s: /%s: %w", f.name, f.path, io.ErrUnexpectedEOF)
 		}
 		return n, io.EOF
 	}
 	if err != nil {
-		return n, fmt.Errorf("%s: reading /%s: %w", g.name, g.path, err)
+		return n, fmt.Errorf("%s: reading /%s: %w", f.name, f.path, err)
 	}
-	if n == 0 {
-		return 0, fmt.Errorf("%s: reading /%s: no progress", g.name, g.path)
+	if n == 0 && len(b) > 0 {
+		return 0, fmt.Errorf("%s: reading /%s: no progress", f.name, f.path)
 	}
 	return n, nil
 }
 
-func (g *guardedFile) Close() error { return g.f.Close() }
+func (f *fileContent) Close() error { return nil }
 
 // build turns the collected entries into a tree, making every name of a multiply linked
 // inode after the first (in path order) a hard link to it.
@@ -276,5 +262,16 @@ func (w *extWalker) build() (*tree.Tree, error) {
 
 // pathLess orders paths component by component, as tree.Walk does.
 func pathLess(a, b string) bool {
-	return strings.ReplaceAll(a, "/", "\x00") < strings.ReplaceAll(b, "/", "\x00")
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if ca, cb := a[i], b[i]; ca != cb {
+			if ca == '/' {
+				return true
+			}
+			if cb == '/' {
+				return false
+			}
+			return ca < cb
+		}
+	}
+	return len(a) < len(b)
 }

@@ -16,9 +16,10 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// ZstdConcurrency is the fixed number of zstd encoder goroutines. klauspost/compress's
-// multi-threaded output depends on its concurrency setting, not on the machine: fixing it makes
-// .img.zst byte-identical on machines with any number of cores.
+// ZstdConcurrency is the fixed number of zstd encoder goroutines. klauspost/compress
+// compresses a stream on several cores only with WithConcurrentBlocks, and then its output
+// depends on the concurrency setting (1 gives another stream than 2 or more), by default
+// GOMAXPROCS: fixing it makes .img.zst byte-identical on machines with any number of cores.
 const ZstdConcurrency = 4
 
 // Compressions the builder supports (spec output.compress).
@@ -53,7 +54,7 @@ func Compress(ctx context.Context, src, dst, kind string, progress func(int64)) 
 		switch kind {
 		case Zstd:
 			cw, err = zstd.NewWriter(w, zstd.WithEncoderConcurrency(ZstdConcurrency),
-				zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(8<<20))
+				zstd.WithConcurrentBlocks(true), zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(8<<20))
 		case XZ:
 			cw, err = xz.NewWriter(w)
 		default:

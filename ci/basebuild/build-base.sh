@@ -98,49 +98,111 @@ binfmt
 log "binfmt_misc: qemu-aarch64 enabled"
 
 work=$(mktemp -d "$cache/work.XXXXXX")
+chmod 0755 "$work" # apt downloads as _apt below it
 cleanup() {
+	rc=$?
 	# mmdebstrap unmounts what it mounted; the firmware tmpfs is ours.
 	umount "$work/root/boot/firmware" 2>/dev/null || true
-	rm -rf "$work"
+	if [ $rc -ne 0 ] && [ -n "${EDGEIMG_E2E_KEEP_WORK:-}" ]; then
+		echo "build-base: failed; kept $work" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
 root=$work/root
 fw=$work/firmware
-mkdir -p "$fw"
+hooks=$work/hooks
+mkdir -p "$fw" "$hooks" "$work/initramfs/conf.d" "$work/initramfs/hooks"
 sig=${key:0:8}
 
 # --- root filesystem ---------------------------------------------------------------------------
-# raspi-firmware's kernel and initramfs hooks copy the kernel, initrd and DTBs to
-# /boot/firmware and refuse to run unless it is a mount point: give it a tmpfs, then keep
-# what they put there.
+# The initramfs holds the modules that mount the root on a Pi 4 (SD card, USB) and on QEMU's
+# virt machine (virtio), rather than Debian's default MODULES=most: that one runs modprobe for
+# a thousand modules, each through qemu-user, and takes more than 5 minutes to make. The
+# settings go in before initramfs-tools is installed (conf.d/ and hooks/ are not conffiles).
+cat >"$work/initramfs/conf.d/edgeimg-e2e.conf" <<'EOF'
+# edgeimg e2e base (ci/basebuild): only the modules of hooks/edgeimg-e2e-modules.
+MODULES=list
+EOF
+cat >"$work/initramfs/hooks/edgeimg-e2e-modules" <<'EOF'
+#!/bin/sh
+# edgeimg e2e base (ci/basebuild): what mounts the root on a Pi 4 (SD card, USB) and on
+# QEMU's virt machine (virtio).
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case $1 in
+prereqs) prereqs; exit 0 ;;
+esac
+. /usr/share/initramfs-tools/hook-functions
+for m in ext4 virtio_pci virtio_blk virtio_net sdhci-iproc mmc_block reset-raspberrypi \
+	xhci_pci usb_storage uas sd_mod; do
+	manual_add_modules "$m"
+done
+EOF
+chmod 0755 "$work/initramfs/hooks/edgeimg-e2e-modules"
+
+# mmdebstrap hooks ($1 is the chroot). raspi-firmware's kernel and initramfs hooks copy the
+# kernel, initrd and DTBs to /boot/firmware and refuse to run unless it is a mount point:
+# it gets a tmpfs, whose content is kept at the end.
+cat >"$hooks/setup" <<'EOF'
+#!/bin/sh
+set -e
+work=$(dirname "$(dirname "$0")")
+mkdir -p "$1/etc" "$1/boot/firmware"
+cp -a "$work/initramfs" "$1/etc/initramfs-tools"
+mount -t tmpfs -o mode=0755 tmpfs "$1/boot/firmware"
+EOF
+# The initramfs is made once, at the end: the kernel's postinst and the initramfs-tools
+# trigger would each make it (a minute each under emulation). update-initramfs is diverted
+# to a no-op until then.
+cat >"$hooks/essential" <<'EOF'
+#!/bin/sh
+set -e
+chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
+printf '#!/bin/sh\necho "update-initramfs: deferred to the end by build-base.sh" >&2\n' >"$1/usr/sbin/update-initramfs"
+chmod 0755 "$1/usr/sbin/update-initramfs"
+EOF
+cat >"$hooks/customize" <<'EOF'
+#!/bin/sh
+set -e
+work=$(dirname "$(dirname "$0")")
+rm "$1/usr/sbin/update-initramfs"
+chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+kver=$(ls "$1/usr/lib/modules" | sort -V | tail -n1)
+chroot "$1" update-initramfs -c -k "$kver"
+# The emulated boot needs virtio (block, PCI, net), built in or in the initramfs.
+chroot "$1" lsinitramfs "/boot/initrd.img-$kver" >"$work/initramfs.list"
+for m in virtio_blk virtio_pci virtio_net; do
+	c=CONFIG_$(echo "$m" | tr a-z A-Z)
+	grep -qx "$c=y" "$1/boot/config-$kver" || grep -q "/$m\.ko" "$work/initramfs.list" || {
+		echo "build-base: $m is neither built into $kver nor in its initramfs" >&2
+		exit 1
+	}
+done
+cp -a "$1/boot/firmware/." "$work/firmware/"
+umount "$1/boot/firmware"
+chroot "$1" dpkg-query -W -f='${Package} ${Version}\n' >"$work/manifest"
+EOF
+chmod 0755 "$hooks"/*
+
 mmdebstrap --mode=root --arch=arm64 --variant=minbase --components="$components" \
 	--aptopt='APT::Install-Recommends "false"' \
+	--dpkgopt='force-unsafe-io' \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-include=/usr/share/doc/*/copyright' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
 	--include="$(IFS=,; echo "${packages[*]}")" \
-	--setup-hook='mkdir -p "$1/boot/firmware" && mount -t tmpfs -o mode=0755 tmpfs "$1/boot/firmware"' \
-	--customize-hook='cp -a "$1/boot/firmware/." '"$fw"'/ && umount "$1/boot/firmware"' \
-	--customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" > '"$work"'/manifest' \
-	"$suite" "$root" "$mirror" >&2
-log "mmdebstrap done: $(wc -l <"$work/manifest") packages, $(du -sh "$root" | cut -f1)"
+	--setup-hook="$hooks/setup" --essential-hook="$hooks/essential" --customize-hook="$hooks/customize" \
+	"$suite" "$root" "$mirror" 2>&1 | while IFS= read -r l; do log "$l"; done
+log "mmdebstrap done: $(wc -l <"$work/manifest") packages, $(du -sh "$root" | cut -f1)," \
+	"initramfs with $(grep -c '\.ko$' "$work/initramfs.list") modules"
 
 kver=$(basename "$(ls -d "$root"/usr/lib/modules/* | sort -V | tail -n1)")
 vmlinuz=$root/boot/vmlinuz-$kver
 initrd=$root/boot/initrd.img-$kver
 [ -s "$vmlinuz" ] && [ -s "$initrd" ] || { echo "build-base: no kernel or initrd for $kver" >&2; exit 1; }
-
-# The emulated boot needs virtio (block, PCI, net) in the initramfs or built in.
-for m in virtio_blk virtio_pci virtio_net; do
-	conf=CONFIG_$(echo "$m" | tr a-z A-Z)
-	if grep -qx "$conf=y" "$root/boot/config-$kver"; then continue; fi
-	if ! chroot "$root" lsinitramfs "/boot/initrd.img-$kver" | grep -q "/$m\.ko"; then
-		echo "build-base: $m is neither built into $kver nor in its initramfs" >&2
-		exit 1
-	fi
-done
-log "initramfs has virtio_blk, virtio_pci, virtio_net"
 
 # --- Raspberry Pi OS conventions in the root -------------------------------------------------
 echo raspberrypi >"$root/etc/hostname"

@@ -297,7 +297,7 @@ func TestBuildErrors(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			args := append([]string{"build", "--cache-dir", filepath.Join(dir, "cache")}, tc.args...)
-			if tc.name != "no agent" && !strings.Contains(tc.name, "agent") {
+			if !strings.Contains(strings.ToLower(tc.name), "agent") {
 				args = append(args, "--agent", agent)
 			}
 			stdout, _, err := execute(t, args...)

@@ -1,0 +1,622 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeimg/edgeimg/internal/testutil"
+)
+
+const (
+	// bootTimeout bounds every QEMU run: a boot that hangs fails the test instead of CI.
+	bootTimeout = 6 * time.Minute
+	// growBy is what the raw image is enlarged by before the first boot, so that the data
+	// partition's growth to the end of the "card" shows.
+	growBy = 2 << 30
+	// name and hostname of the test image.
+	imageName = "e2e-device"
+	hostname  = "e2e-node"
+	// opsKey is the SSH key of the spec's user (a public key: nothing logs in with it).
+	opsKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHMvdcj6hbtW3ZPwLTYgo2aNQS22DapHzrFhHBmU2PAY e2e@edgeimg"
+	// reachedMultiUser is what systemd prints on the console when multi-user.target is up.
+	reachedMultiUser = "Reached target multi-user.target"
+)
+
+// acceptableFailures are units of the Debian base that may fail in the emulated boot, and why.
+// Anything else in `systemctl --failed` fails the test.
+var acceptableFailures = map[string]string{}
+
+// report is the part of NAME-BOARD.report.json the harness reads.
+type report struct {
+	Size       int64 `json:"size"`
+	Partitions []struct {
+		Number   int    `json:"number"`
+		Role     string `json:"role"`
+		Start    int64  `json:"start"`
+		Size     int64  `json:"size"`
+		PartUUID string `json:"partuuid"`
+		SHA256   string `json:"sha256"`
+	} `json:"partitions"`
+	Additions []string `json:"additions"`
+}
+
+type partition struct {
+	Number      int
+	Start, Size int64
+	PartUUID    string
+	SHA256      string
+}
+
+func (r *report) part(t *testing.T, role string) partition {
+	t.Helper()
+	for _, p := range r.Partitions {
+		if p.Role == role {
+			return partition{p.Number, p.Start, p.Size, p.PartUUID, p.SHA256}
+		}
+	}
+	t.Fatalf("the build report has no %s partition", role)
+	return partition{}
+}
+
+// TestBoot builds an image from a Debian arm64 base, boots its slot A in QEMU as the Pi's
+// firmware would, and checks the running system and, after power-off, the slot's bytes.
+func TestBoot(t *testing.T) {
+	for _, tool := range []string{"qemu-system-aarch64", "mmdebstrap", "mcopy", "fdtput", "fdtget", "sfdisk", "mkfs.vfat", "mke2fs"} {
+		testutil.NeedTool(t, tool)
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the e2e base image is built as root (mmdebstrap --mode=root, mke2fs -d with owners)")
+		}
+		t.Skip("the e2e base image is built as root (mmdebstrap --mode=root, mke2fs -d with owners)")
+	}
+	h := newHarness(t)
+
+	h.phase("build edgeimg and the linux/arm64 agent")
+	bin := filepath.Join(h.work, "bin")
+	h.goBuild(filepath.Join(bin, "edgeimg"), "./cmd/edgeimg")
+	h.goBuild(filepath.Join(bin, "edgeimg-agent-linux-arm64"), "./cmd/edgeimg-agent", "GOOS=linux", "GOARCH=arm64")
+
+	h.phase("base image (ci/basebuild/build-base.sh, cached in $EDGEIMG_E2E_CACHE)")
+	base := filepath.Join(h.work, "base.img")
+	h.run(h.root, "bash", "ci/basebuild/build-base.sh", base)
+
+	h.phase("edgeimg build")
+	spec := h.writeSpec(base)
+	h.run(h.work, filepath.Join(bin, "edgeimg"), "build", "--board", "rpi4", "-c", spec, "-o", filepath.Join(h.work, "out"),
+		"--cache-dir", filepath.Join(h.work, "cache"))
+	img := filepath.Join(h.work, "out", imageName+"-rpi4.img")
+	var rep report
+	b, err := os.ReadFile(filepath.Join(h.work, "out", imageName+"-rpi4.report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("reading the build report: %v", err)
+	}
+	bootA, sysA, data := rep.part(t, "boot-a"), rep.part(t, "system-a"), rep.part(t, "data")
+	if sysA.SHA256 == "" {
+		t.Fatal("the build report has no sha256 for system-a")
+	}
+
+	h.phase("enlarge the image by 2 GiB (a bigger card)")
+	if err := os.Truncate(img, rep.Size+growBy); err != nil {
+		t.Fatal(err)
+	}
+
+	h.phase("the firmware's part: kernel, initramfs and cmdline.txt of boot A, device tree")
+	fw := h.firmware(img, bootA, 2, 0)
+	if !strings.Contains(fw.cmdline, "root=PARTUUID="+sysA.PartUUID) {
+		t.Fatalf("cmdline.txt of boot A does not name system A (PARTUUID %s): %q", sysA.PartUUID, fw.cmdline)
+	}
+
+	h.phase("boot slot A")
+	con := h.boot("boot1", img, fw)
+	f := con.facts()
+
+	t.Run("reaches multi-user.target", func(t *testing.T) {
+		d, ok := con.mark(reachedMultiUser)
+		if !ok || f == nil {
+			con.fail(t, "systemd did not reach multi-user.target (no %q, or no e2e report)", reachedMultiUser)
+		}
+		t.Logf("multi-user.target after %.1fs of emulation (guest uptime %ss at the report)", d.Seconds(), f["uptime"])
+	})
+	if f == nil {
+		t.Fatalf("no E2E report on the console (%s): the other checks need it", con.path)
+	}
+	t.Run("kernel command line from boot A", func(t *testing.T) {
+		for _, a := range []string{"root=PARTUUID=" + sysA.PartUUID, "ro", "panic=10", "cgroup_memory=1", "cgroup_enable=memory"} {
+			if !hasField(f["cmdline"], a) {
+				con.fail(t, "/proc/cmdline lacks %q: %s", a, f["cmdline"])
+			}
+		}
+	})
+	t.Run("root is read-only system A", func(t *testing.T) {
+		if opts := strings.Split(f["root_options"], ","); opts[0] != "ro" {
+			con.fail(t, "/ is mounted %q, not ro", f["root_options"])
+		}
+		if want := fmt.Sprintf("/dev/vda%d", sysA.Number); f["root_source"] != want {
+			con.fail(t, "/ is %s, not system A (%s)", f["root_source"], want)
+		}
+	})
+	t.Run("data partition mounted at /var and grown to the disk", func(t *testing.T) {
+		h.checkData(t, con, f, data, rep.Size+growBy)
+		if !strings.Contains(f["grow_log"], "grown from") {
+			con.fail(t, "edgeimg-grow-data did not grow the partition on the first boot: %q", f["grow_log"])
+		}
+	})
+	t.Run("no failed units", func(t *testing.T) { checkFailed(t, con, f) })
+	t.Run("machine-id made and kept on /var", func(t *testing.T) {
+		id := f["machine_id"]
+		if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(id) {
+			con.fail(t, "/etc/machine-id is %q", id)
+		}
+		if f["machine_id_var"] != id {
+			con.fail(t, "/var/lib/edgeimg/machine-id is %q, /etc/machine-id %q", f["machine_id_var"], id)
+		}
+		if !strings.Contains(f["machine_id_mount"], "/lib/edgeimg/machine-id") {
+			con.fail(t, "/etc/machine-id is not bind-mounted from the data partition: %q", f["machine_id_mount"])
+		}
+	})
+	t.Run("SSH host keys made on /var and used", func(t *testing.T) { checkSSH(t, con, f) })
+	t.Run("builder's files and units are there", func(t *testing.T) {
+		if f["additions_missing"] != "" {
+			con.fail(t, "paths the builder added (release.json) are missing: %s", f["additions_missing"])
+		}
+		checks := map[string]string{
+			"hostname":       hostname,
+			"resolv_conf":    "../run/NetworkManager/resolv.conf",
+			"nm_connections": "/var/lib/edgeimg/etc/NetworkManager/system-connections",
+			"grow_active":    "active",
+		}
+		for k, want := range checks {
+			if f[k] != want {
+				con.fail(t, "%s is %q, want %q", k, f[k], want)
+			}
+		}
+		if !strings.Contains(f["ops_authorized_keys"], opsKey) {
+			con.fail(t, "/home/ops/.ssh/authorized_keys lacks the spec's key: %q", f["ops_authorized_keys"])
+		}
+		if !hasField(f["ops_groups"], "sudo") {
+			con.fail(t, "ops is not in sudo: %q", f["ops_groups"])
+		}
+		if !strings.Contains(f["release"], `"name": "`+imageName+`"`) {
+			con.fail(t, "/usr/lib/edgeimg/release.json: %q", f["release"])
+		}
+	})
+	t.Run("firmware's view in the device tree", func(t *testing.T) {
+		if f["bootloader_partition"] != "2" || f["bootloader_tryboot"] != "0" {
+			con.fail(t, "/proc/device-tree/chosen/bootloader: partition %q tryboot %q, want 2 and 0", f["bootloader_partition"], f["bootloader_tryboot"])
+		}
+	})
+	t.Run("powers off cleanly", func(t *testing.T) {
+		if con.err != nil || !strings.Contains(con.text(), "reboot: Power down") {
+			con.fail(t, "QEMU: %v; no \"reboot: Power down\" on the console", con.err)
+		}
+	})
+	t.Run("booted slot is unchanged", func(t *testing.T) {
+		if got := partSHA256(t, img, sysA); got != sysA.SHA256 {
+			t.Errorf("system A's sha256 after the boot is %s, the build report says %s: the slot was written", got, sysA.SHA256)
+		}
+	})
+	h.summary()
+}
+
+// checkData checks that the data partition is mounted at /var, ext4, and that the partition
+// and its filesystem reach the end of the disk (rounded down to 4 MiB, as grow-data does).
+func (h *harness) checkData(t *testing.T, con *console, f map[string]string, data partition, disk int64) {
+	t.Helper()
+	if want := fmt.Sprintf("vda%d", data.Number); f["data_partition"] != want || f["var_fstype"] != "ext4" {
+		con.fail(t, "/var is %s (%s), want ext4 on %s", f["var_source"], f["var_fstype"], want)
+	}
+	n := func(k string) int64 {
+		var v int64
+		if _, err := fmt.Sscan(f[k], &v); err != nil {
+			con.fail(t, "%s is %q, not a number", k, f[k])
+		}
+		return v
+	}
+	diskBytes, start, size, fsSize := n("disk_bytes"), n("data_start"), n("data_bytes"), n("var_size")
+	if diskBytes != disk {
+		con.fail(t, "the guest's disk has %d bytes, the image %d", diskBytes, disk)
+	}
+	if start != data.Start {
+		con.fail(t, "the data partition starts at %d, the build report says %d", start, data.Start)
+	}
+	const align = 4 << 20
+	if end := start + size; end != disk/align*align {
+		con.fail(t, "the data partition ends at %d, not at the disk's end %d (rounded down to 4 MiB): it was not grown", end, disk/align*align)
+	}
+	// ext4's own overhead (inode tables, journal) is well under 10%.
+	if fsSize < size*9/10 || fsSize <= data.Size {
+		con.fail(t, "the /var filesystem has %d bytes, its partition %d (built with %d): the filesystem was not grown", fsSize, size, data.Size)
+	}
+	t.Logf("data partition: %d -> %d bytes; /var filesystem %d bytes; disk %d bytes", data.Size, size, fsSize, diskBytes)
+}
+
+func checkFailed(t *testing.T, con *console, f map[string]string) {
+	t.Helper()
+	var bad []string
+	for _, u := range strings.Fields(f["failed"]) {
+		if why, ok := acceptableFailures[u]; ok {
+			t.Logf("%s failed, accepted: %s", u, why)
+			continue
+		}
+		bad = append(bad, u)
+	}
+	if len(bad) > 0 {
+		con.fail(t, "failed units: %s (see E2E-SECTION failed and errors on the console)", strings.Join(bad, " "))
+	}
+}
+
+func checkSSH(t *testing.T, con *console, f map[string]string) {
+	t.Helper()
+	for _, k := range []string{"ed25519", "ecdsa", "rsa"} {
+		for _, name := range []string{"ssh_host_" + k + "_key", "ssh_host_" + k + "_key.pub"} {
+			if !hasField(f["ssh_keys"], name) {
+				con.fail(t, "/var/lib/edgeimg/ssh lacks %s: %q", name, f["ssh_keys"])
+			}
+		}
+	}
+	for _, k := range strings.Fields(f["sshd_hostkeys"]) {
+		if !strings.HasPrefix(k, "/var/lib/edgeimg/ssh/") {
+			con.fail(t, "sshd uses host key %s, outside the data partition", k)
+		}
+	}
+	if f["sshd_hostkeys"] == "" || f["ssh_active"] != "active" {
+		con.fail(t, "ssh.service is %q with host keys %q", f["ssh_active"], f["sshd_hostkeys"])
+	}
+}
+
+func hasField(s, field string) bool {
+	for _, x := range strings.Fields(s) {
+		if x == field {
+			return true
+		}
+	}
+	return false
+}
+
+// harness holds the paths of one run and times its phases.
+type harness struct {
+	t      *testing.T
+	root   string // the repository
+	work   string // build/e2e, or $EDGEIMG_E2E_WORK
+	start  time.Time
+	last   string
+	lastAt time.Time
+	times  []string
+}
+
+func newHarness(t *testing.T) *harness {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("the repository root: %v", err)
+	}
+	work := os.Getenv("EDGEIMG_E2E_WORK")
+	if work == "" {
+		work = filepath.Join(root, "build", "e2e")
+	}
+	// Only this run's files: console logs and images of an earlier run would mislead.
+	if err := os.RemoveAll(work); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("work directory: %s", work)
+	h := &harness{t: t, root: root, work: work, start: time.Now()}
+	return h
+}
+
+// phase logs the start of a phase with the time since the start, and the previous phase's
+// duration.
+func (h *harness) phase(name string) {
+	now := time.Now()
+	if h.last != "" {
+		h.times = append(h.times, fmt.Sprintf("%7.1fs  %s", now.Sub(h.lastAt).Seconds(), h.last))
+	}
+	h.last, h.lastAt = name, now
+	h.t.Logf("=== e2e [%.0fs] %s", now.Sub(h.start).Seconds(), name)
+}
+
+func (h *harness) summary() {
+	h.phase("")
+	h.t.Logf("e2e phase times:\n%s\n%7.1fs  total", strings.Join(h.times, "\n"), time.Since(h.start).Seconds())
+}
+
+// run runs a command in dir with its output on the test's stderr (live in CI logs).
+func (h *harness) run(dir, name string, args ...string) {
+	h.t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		h.t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+}
+
+func (h *harness) output(name string, args ...string) string {
+	h.t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		h.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+func (h *harness) goBuild(out, pkg string, env ...string) {
+	h.t.Helper()
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = h.root
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		h.t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+// writeSpec writes the spec of the test image and its overlay: the e2e-report unit, which
+// prints what the checks need once multi-user.target is reached and powers off.
+func (h *harness) writeSpec(base string) string {
+	h.t.Helper()
+	dir := filepath.Join(h.work, "spec")
+	ov := filepath.Join(dir, "overlay")
+	files := map[string]string{"guest/e2e-report": "usr/local/libexec/e2e-report", "guest/e2e-report.service": "etc/systemd/system/e2e-report.service"}
+	for src, dst := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		p := filepath.Join(ov, dst)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(dst, "e2e-report") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, b, mode); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	wants := filepath.Join(ov, "etc/systemd/system/multi-user.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/systemd/system/e2e-report.service", filepath.Join(wants, "e2e-report.service")); err != nil {
+		h.t.Fatal(err)
+	}
+	spec := fmt.Sprintf(`# The end-to-end test's image (ci/e2e): the Debian base of ci/basebuild, remastered.
+name: %s
+board: rpi4
+version: "1"
+hostname: %s
+base:
+  image: %s
+overlays: [overlay]
+users:
+  - name: ops
+    groups: [sudo]
+    sshAuthorizedKeys: [%q]
+layout:
+  bootSize: 256MiB
+  systemSize: 2GiB
+  dataMinSize: 256MiB
+output:
+  compress: none
+`, imageName, hostname, base, opsKey)
+	p := filepath.Join(dir, "edgeimg.yaml")
+	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
+// firmwareView is what the Pi's firmware hands the kernel: the kernel and initramfs of the
+// boot partition, its cmdline.txt, and a device tree with /chosen/bootloader.
+type firmwareView struct {
+	kernel, initrd, cmdline, dtb string
+}
+
+// firmware plays the Pi firmware's part for boot partition bp: it copies kernel8.img and
+// initramfs8 out of the FAT partition with mtools, reads cmdline.txt, and patches QEMU's own
+// device tree with /chosen/bootloader partition and tryboot, as the firmware sets them.
+func (h *harness) firmware(img string, bp partition, partNumber, tryboot int) firmwareView {
+	h.t.Helper()
+	dir := filepath.Join(h.work, fmt.Sprintf("firmware-p%d-try%d", partNumber, tryboot))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	fat := fmt.Sprintf("%s@@%d", img, bp.Start)
+	v := firmwareView{kernel: filepath.Join(dir, "kernel8.img"), initrd: filepath.Join(dir, "initramfs8"), dtb: filepath.Join(dir, "bootloader.dtb")}
+	h.output("mcopy", "-n", "-i", fat, "::kernel8.img", v.kernel)
+	h.output("mcopy", "-n", "-i", fat, "::initramfs8", v.initrd)
+	v.cmdline = strings.TrimSpace(h.output("mtype", "-i", fat, "::cmdline.txt"))
+	h.output("qemu-system-aarch64", append(machineArgs(), "-machine", "dumpdtb="+v.dtb)...)
+	h.output("fdtput", "-c", v.dtb, "/chosen/bootloader")
+	h.output("fdtput", "-t", "u", v.dtb, "/chosen/bootloader", "partition", fmt.Sprint(partNumber))
+	h.output("fdtput", "-t", "u", v.dtb, "/chosen/bootloader", "tryboot", fmt.Sprint(tryboot))
+	if got := strings.TrimSpace(h.output("fdtget", v.dtb, "/chosen/bootloader", "partition")); got != fmt.Sprint(partNumber) {
+		h.t.Fatalf("patched device tree: /chosen/bootloader/partition is %q", got)
+	}
+	return v
+}
+
+// machineArgs is the emulated machine; the device tree QEMU dumps depends on it, so the
+// dump and the boot use the same arguments.
+func machineArgs() []string {
+	return []string{"-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2048", "-nodefaults", "-display", "none"}
+}
+
+// boot runs QEMU on the whole image with the firmware's view, the serial console going to
+// NAME.console.log in the work directory, until the guest powers off or bootTimeout passes.
+func (h *harness) boot(name, img string, fw firmwareView) *console {
+	h.t.Helper()
+	con := &console{path: filepath.Join(h.work, name+".console.log"), start: time.Now(), marks: map[string]time.Duration{}}
+	file, err := os.Create(con.path)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer file.Close()
+	con.file = file
+	// The console of the image, with the emulated board's serial port as the last console=
+	// (so /dev/console), which the Pi's UART alias serial0 is not here.
+	cmdline := fw.cmdline + " console=ttyAMA0,115200"
+	args := append(machineArgs(),
+		"-kernel", fw.kernel, "-initrd", fw.initrd, "-dtb", fw.dtb, "-append", cmdline,
+		"-drive", "file="+img+",format=raw,if=virtio,cache=unsafe",
+		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=",
+		"-serial", "stdio", "-monitor", "none", "-no-reboot")
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", args...)
+	cmd.Stdout, cmd.Stderr = con, con
+	cmd.WaitDelay = 10 * time.Second
+	h.t.Logf("qemu-system-aarch64 %s", strings.Join(args, " "))
+	con.err = cmd.Run()
+	if ctx.Err() != nil {
+		con.err = fmt.Errorf("no power-off within %v: killed (%v)", bootTimeout, con.err)
+	}
+	h.t.Logf("%s: QEMU ran %.1fs (%v); console: %s", name, time.Since(con.start).Seconds(), con.err, con.path)
+	if con.err != nil {
+		// Nothing below makes sense without the console: show its end now.
+		h.t.Logf("console (last 150 lines):\n%s", con.tail(150))
+	}
+	return con
+}
+
+// console collects the serial console, notes when marker lines first appear, and saves it.
+type console struct {
+	path  string
+	file  *os.File
+	start time.Time
+	err   error
+
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	scanned int
+	marks   map[string]time.Duration
+	shown   bool
+}
+
+var markers = []string{reachedMultiUser, "E2E-BEGIN", "Run /init as init process", "Welcome to ", "reboot: Power down"}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	if _, err := c.file.Write(p); err != nil {
+		return 0, err
+	}
+	// Scan the complete lines not yet scanned.
+	for {
+		rest := c.buf.Bytes()[c.scanned:]
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(rest[:i])
+		c.scanned += i + 1
+		for _, m := range markers {
+			if _, seen := c.marks[m]; !seen && strings.Contains(line, m) {
+				c.marks[m] = time.Since(c.start)
+			}
+		}
+	}
+	return len(p), nil
+}
+
+func (c *console) mark(m string) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.marks[m]
+	return d, ok
+}
+
+func (c *console) text() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.ReplaceAll(c.buf.String(), "\r", "")
+}
+
+func (c *console) tail(n int) string {
+	lines := strings.Split(c.text(), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// facts returns the E2E key=value lines the guest's e2e-report printed, nil without a report.
+func (c *console) facts() map[string]string {
+	text := c.text()
+	i := strings.Index(text, "\nE2E-BEGIN")
+	if i < 0 {
+		return nil
+	}
+	f := map[string]string{}
+	for _, l := range strings.Split(text[i:], "\n") {
+		if l == "E2E-END" {
+			break
+		}
+		if kv, ok := strings.CutPrefix(l, "E2E "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			f[k] = v
+		}
+	}
+	return f
+}
+
+// fail fails a check, with the console's report (or, without one, its end) shown once per
+// boot and its path every time.
+func (c *console) fail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Errorf(format, args...)
+	c.mu.Lock()
+	shown := c.shown
+	c.shown = true
+	c.mu.Unlock()
+	if shown {
+		t.Logf("console: %s", c.path)
+		return
+	}
+	text := c.text()
+	if i := strings.Index(text, "\nE2E-BEGIN"); i >= 0 {
+		t.Logf("console %s, the guest's report:\n%s", c.path, text[i+1:])
+		return
+	}
+	t.Logf("console %s (last 200 lines):\n%s", c.path, c.tail(200))
+}
+
+// partSHA256 hashes a partition's bytes in the image.
+func partSHA256(t *testing.T, img string, p partition) string {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(hash, io.NewSectionReader(f, p.Start, p.Size)); err != nil {
+		t.Fatalf("hashing partition %d: %v", p.Number, err)
+	}
+	return hex.EncodeToString(hash.Sum(nil))
+}

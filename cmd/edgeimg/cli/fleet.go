@@ -1,0 +1,456 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgeimg/edgeimg/fleet"
+	"github.com/edgeimg/edgeimg/fleet/api"
+	"github.com/edgeimg/edgeimg/fleet/client"
+	"github.com/edgeimg/edgeimg/fleet/pki"
+	"github.com/edgeimg/edgeimg/fleet/store"
+)
+
+// fleetGlobals are the flags of `edgeimg fleet` that the admin commands share.
+type fleetGlobals struct {
+	*globals
+	server string
+	token  string
+	ca     string
+}
+
+func (f *fleetGlobals) admin() (*client.Admin, error) {
+	server := firstOf(f.server, os.Getenv("EDGEIMG_FLEET_URL"))
+	if server == "" {
+		return nil, UsageError{errors.New("no fleet server: --server URL or EDGEIMG_FLEET_URL")}
+	}
+	token := firstOf(f.token, os.Getenv("EDGEIMG_ADMIN_TOKEN"))
+	if token == "" {
+		if b, err := os.ReadFile(pki.AdminTokenFile); err == nil {
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	if token == "" {
+		return nil, UsageError{errors.New("no admin token: --admin-token, EDGEIMG_ADMIN_TOKEN or ./admin-token")}
+	}
+	caFile := firstOf(f.ca, os.Getenv("EDGEIMG_FLEET_CA"))
+	var caPEM []byte
+	if caFile == "" {
+		caPEM, _ = os.ReadFile(pki.CAFile) // ./ca.pem when run in the fleet's directory
+	} else {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the fleet CA: %w", err)
+		}
+		caPEM = b
+	}
+	return client.NewAdmin(server, token, caPEM)
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// NewCmdFleet returns `edgeimg fleet` and its subcommands.
+func NewCmdFleet(g *globals) *cobra.Command {
+	f := &fleetGlobals{globals: g}
+	c := &cobra.Command{
+		Use:   "fleet",
+		Short: "Run and administer the fleet server that devices enroll with",
+		Example: `  edgeimg fleet init --san fleet.example.com
+  edgeimg fleet serve --listen :8443
+  export EDGEIMG_FLEET_URL=https://fleet.example.com:8443 EDGEIMG_ADMIN_TOKEN=$(cat admin-token)
+  edgeimg fleet token create --ttl 24h --uses 100 --label site=berlin
+  edgeimg fleet device list --label site=berlin
+  edgeimg fleet device revoke 10000000c0ffee42`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
+	}
+	c.PersistentFlags().StringVar(&f.server, "server", "", "fleet server URL for admin commands (default $EDGEIMG_FLEET_URL)")
+	c.PersistentFlags().StringVar(&f.token, "admin-token", "", "admin token (default $EDGEIMG_ADMIN_TOKEN, else ./admin-token)")
+	c.PersistentFlags().StringVar(&f.ca, "ca", "", "fleet CA to trust (default $EDGEIMG_FLEET_CA, else ./ca.pem if present, else the system's roots)")
+	token := &cobra.Command{Use: "token", Short: "Create and list enrollment tokens", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
+	token.AddCommand(newCmdTokenCreate(f), newCmdTokenList(f))
+	dev := &cobra.Command{Use: "device", Short: "List, show, label, revoke and reset devices", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
+	dev.AddCommand(newCmdDeviceList(f), newCmdDeviceShow(f), newCmdDeviceLabel(f), newCmdDeviceAction(f, "revoke"), newCmdDeviceAction(f, "reset"))
+	c.AddCommand(newCmdFleetInit(), newCmdFleetServe(g), token, dev)
+	return c
+}
+
+func newCmdFleetInit() *cobra.Command {
+	var sans []string
+	var dir string
+	c := &cobra.Command{
+		Use:   "init [--san HOST]...",
+		Short: "Create the fleet CA, the server certificate and the admin token in the current directory",
+		Long: `Create ca.pem (bake it into images: the spec's fleet.ca), ca-key.pem, server.pem and
+server-key.pem (for the names given with --san, and localhost) and admin-token. Keys and the
+token are written 0600. Existing files are never overwritten.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := pki.Init(dir, sans, time.Now()); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(c.OutOrStdout(), "wrote %s, %s, %s, %s and %s in %s\n", pki.CAFile, pki.CAKeyFile, pki.ServerFile, pki.ServerKeyFile, pki.AdminTokenFile, dir)
+			return err
+		},
+	}
+	c.Flags().StringSliceVar(&sans, "san", nil, "DNS name or IP address the server is reached at (repeatable)")
+	c.Flags().StringVar(&dir, "dir", ".", "directory to write the files in")
+	return c
+}
+
+func newCmdFleetServe(g *globals) *cobra.Command {
+	var listen, db, publicURL, dir string
+	var enrollRate float64
+	var heartbeat time.Duration
+	c := &cobra.Command{
+		Use:   "serve --listen ADDR [--db URL] [--public-url URL]",
+		Short: "Run the fleet server (HTTPS API, /metrics, /healthz)",
+		Long: `Run the fleet server with the CA, server certificate and admin token made by fleet init.
+--db is a SQLite file (default fleet.db in --dir) or a postgres:// URL (several servers may
+share one PostgreSQL database).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if listen == "" {
+				return UsageError{errors.New("--listen is required, e.g. --listen :8443")}
+			}
+			if db == "" {
+				db = filepath.Join(dir, "fleet.db")
+			}
+			ca, err := pki.LoadCA(filepath.Join(dir, pki.CAFile), filepath.Join(dir, pki.CAKeyFile))
+			if err != nil {
+				return err
+			}
+			tlsConf, err := pki.ServerTLSConfig(ca, filepath.Join(dir, pki.ServerFile), filepath.Join(dir, pki.ServerKeyFile))
+			if err != nil {
+				return err
+			}
+			adminToken, err := pki.ReadAdminToken(filepath.Join(dir, pki.AdminTokenFile))
+			if err != nil {
+				return err
+			}
+			ctx := c.Context()
+			st, err := store.Open(ctx, db)
+			if err != nil {
+				return fmt.Errorf("opening the store: %w", err)
+			}
+			defer st.Close()
+			log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), nil))
+			h := fleet.NewServer(st, ca, fleet.WithAdminToken(adminToken), fleet.WithLogger(log), fleet.WithPublicURL(publicURL),
+				fleet.WithEnrollRate(enrollRate, 20), fleet.WithHeartbeatInterval(heartbeat))
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			srv := &http.Server{Handler: h, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+				WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(sctx)
+			}()
+			fmt.Fprintf(c.OutOrStdout(), "fleet server on https://%s (database %s)\n", l.Addr(), redactDSN(db))
+			if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "", "address to listen on, e.g. :8443")
+	c.Flags().StringVar(&db, "db", "", "database: a SQLite file or postgres://… (default fleet.db in --dir)")
+	c.Flags().StringVar(&publicURL, "public-url", "", "URL devices and people reach the server at")
+	c.Flags().StringVar(&dir, "dir", ".", "directory holding the files of fleet init")
+	c.Flags().Float64Var(&enrollRate, "enroll-rate", 2, "enrollments per second allowed per source IP (bursts of 20; 0: no limit)")
+	c.Flags().DurationVar(&heartbeat, "heartbeat", 30*time.Second, "heartbeat interval told to devices")
+	return c
+}
+
+func redactDSN(db string) string {
+	if i := strings.Index(db, "@"); i > 0 && strings.Contains(db[:i], "://") {
+		return db[:strings.Index(db, "://")+3] + "…" + db[i:]
+	}
+	return db
+}
+
+func parseLabels(args []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, UsageError{fmt.Errorf("label %q: want KEY=VALUE", a)}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newCmdTokenCreate(f *fleetGlobals) *cobra.Command {
+	var ttl time.Duration
+	var uses int
+	var labels []string
+	var role, joinURL, joinToken string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "create --ttl 24h --uses 100 [--label KEY=VALUE]...",
+		Short: "Create an enrollment token (shown once; the server keeps only its hash)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			req := api.TokenCreateRequest{TTLSeconds: int64(ttl / time.Second), Uses: uses, Labels: lm}
+			switch role {
+			case "", api.RoleServer:
+			case api.RoleAgent:
+				req.Role = &api.Role{Kind: api.RoleAgent, ServerURL: joinURL, Token: joinToken}
+			default:
+				return UsageError{fmt.Errorf("--role %q: server or agent", role)}
+			}
+			if err := req.Validate(); err != nil {
+				return UsageError{err}
+			}
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			tok, err := a.CreateToken(c.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), tok)
+			}
+			_, err = fmt.Fprintf(c.OutOrStdout(), "%s\n", tok.Token)
+			fmt.Fprintf(c.ErrOrStderr(), "token %s: %d uses until %s; put it in edgeimg/device.yaml (token:) or use edgeimg personalize --token\n", tok.Info.ID, tok.Info.Uses, tok.Info.ExpiresAt.Format(time.RFC3339))
+			return err
+		},
+	}
+	c.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	c.Flags().IntVar(&uses, "uses", 1, "how many devices may enroll with it")
+	c.Flags().StringArrayVar(&labels, "label", nil, "label for the devices enrolled with it, KEY=VALUE (repeatable)")
+	c.Flags().StringVar(&role, "role", "server", "K3s role of the devices: server (standalone) or agent")
+	c.Flags().StringVar(&joinURL, "join-url", "", "for --role agent: the K3s server to join, https://HOST:6443")
+	c.Flags().StringVar(&joinToken, "join-token", "", "for --role agent: the K3s join token")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newCmdTokenList(f *fleetGlobals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List enrollment tokens",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			toks, err := a.Tokens(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), toks)
+			}
+			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tUSES LEFT\tEXPIRES\tROLE\tLABELS")
+			for _, t := range toks {
+				fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\n", t.ID, t.UsesLeft, t.Uses, t.ExpiresAt.Format(time.RFC3339), t.Role, labelString(t.Labels))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func labelString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func newCmdDeviceList(f *fleetGlobals) *cobra.Command {
+	var state string
+	var labels []string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list [--state STATE] [--label KEY=VALUE]...",
+		Short: "List devices",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			lm, err := parseLabels(labels)
+			if err != nil {
+				return err
+			}
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			devs, err := a.Devices(c.Context(), state, lm)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), devs)
+			}
+			return deviceTable(c.OutOrStdout(), devs)
+		},
+	}
+	c.Flags().StringVar(&state, "state", "", "only devices in this state: active, reset or revoked")
+	c.Flags().StringArrayVar(&labels, "label", nil, "only devices with this label, KEY=VALUE (repeatable)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func deviceTable(w io.Writer, devs []api.Device) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHOSTNAME\tSTATE\tROLE\tVERSION\tSLOT\tLAST SEEN\tLABELS")
+	for _, d := range devs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Hostname, d.State, d.Role, d.Version, d.Slot, ago(d.LastSeen), labelString(d.Labels))
+	}
+	return tw.Flush()
+}
+
+func newCmdDeviceShow(f *fleetGlobals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a device, its last heartbeat and its history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			d, err := a.Device(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), d)
+			}
+			w := c.OutOrStdout()
+			dev := d.Device
+			fmt.Fprintf(w, "ID:           %s\nHostname:     %s\nState:        %s\nRole:         %s\nLabels:       %s\nVersion:      %s (slot %s)\nEnrolled:     %s\nLast seen:    %s\nCertificate:  %s, until %s\n",
+				dev.ID, dev.Hostname, dev.State, dev.Role, labelString(dev.Labels), dev.Version, dev.Slot, dev.EnrolledAt.Format(time.RFC3339), ago(dev.LastSeen), dev.CertSerial, dev.CertNotAfter.Format(time.RFC3339))
+			if hb := dev.LastHeartbeat; hb != nil {
+				fmt.Fprintf(w, "Node ready:   %v\nMemory:       %d / %d MiB\nDisk:         %d / %d MiB\nUptime:       %s\n",
+					hb.NodeReady, hb.MemUsed>>20, hb.MemTotal>>20, hb.DiskUsed>>20, hb.DiskTotal>>20, time.Duration(hb.UptimeSeconds)*time.Second)
+				if len(hb.NotReadyPods) > 0 {
+					fmt.Fprintf(w, "Not ready:    %s\n", strings.Join(hb.NotReadyPods, ", "))
+				}
+				for _, e := range hb.LastErrors {
+					fmt.Fprintf(w, "Error:        %s\n", e)
+				}
+			}
+			fmt.Fprintln(w, "History:")
+			for _, e := range d.Events {
+				fmt.Fprintf(w, "  %s  %s  %s\n", e.At.Format(time.RFC3339), e.Kind, e.Detail)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newCmdDeviceLabel(f *fleetGlobals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "label ID KEY=VALUE|KEY-...",
+		Short: "Set (KEY=VALUE) or remove (KEY-) labels of a device",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			req := api.LabelRequest{Set: map[string]string{}}
+			for _, a := range args[1:] {
+				if k, ok := strings.CutSuffix(a, "-"); ok && !strings.Contains(a, "=") {
+					req.Remove = append(req.Remove, k)
+					continue
+				}
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return UsageError{fmt.Errorf("%q: want KEY=VALUE or KEY-", a)}
+				}
+				req.Set[k] = v
+			}
+			if err := req.Validate(); err != nil {
+				return UsageError{err}
+			}
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			d, err := a.Label(c.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", d.ID, labelString(d.Labels))
+			return err
+		},
+	}
+	return c
+}
+
+func newCmdDeviceAction(f *fleetGlobals, action string) *cobra.Command {
+	short := map[string]string{
+		"revoke": "Revoke a device: its certificate stops working at once and it cannot enroll again",
+		"reset":  "Order a factory reset of a device's K3s and role; it then enrolls again",
+	}[action]
+	return &cobra.Command{
+		Use:   action + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			do := a.Revoke
+			if action == "reset" {
+				do = a.Reset
+			}
+			d, err := do(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", d.ID, d.State)
+			return err
+		},
+	}
+}

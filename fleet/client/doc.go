@@ -1,0 +1,2 @@
+// Package client provides a client of the fleet server's admin API, for the edgeimg CLI.
+package client
