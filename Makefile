@@ -33,6 +33,7 @@ demo: build
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -race -timeout 20m ./agent/... ./fleet/... ./cmd/edgeimg-agent/
 
 # The end-to-end test (ci/e2e, README there): builds a Debian arm64 base image as root
 # (ci/basebuild, cached in $EDGEIMG_E2E_CACHE), remasters it with edgeimg build, boots slot A

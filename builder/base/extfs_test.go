@@ -115,8 +115,8 @@ func TestPathLess(t *testing.T) {
 	for i := range ps {
 		for j := range ps {
 			want := strings.ReplaceAll(ps[i], "/", "\x00") < strings.ReplaceAll(ps[j], "/", "\x00")
-			if got := pathLess(ps[i], ps[j]); got != want {
-				t.Errorf("pathLess(%q, %q) = %v, want %v", ps[i], ps[j], got, want)
+			if got := tree.PathLess(ps[i], ps[j]); got != want {
+				t.Errorf("tree.PathLess(%q, %q) = %v, want %v", ps[i], ps[j], got, want)
 			}
 		}
 	}

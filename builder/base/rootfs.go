@@ -235,7 +235,7 @@ func (w *extWalker) build() (*tree.Tree, error) {
 		if len(es) < 2 {
 			continue
 		}
-		sort.Slice(es, func(i, j int) bool { return pathLess(es[i].Path, es[j].Path) })
+		sort.Slice(es, func(i, j int) bool { return tree.PathLess(es[i].Path, es[j].Path) })
 		for _, e := range es[1:] {
 			*e = tree.Entry{Path: e.Path, Kind: tree.Hardlink, Linkname: es[0].Path,
 				Mode: es[0].Mode, UID: es[0].UID, GID: es[0].GID, ModTime: es[0].ModTime}
@@ -258,20 +258,4 @@ func (w *extWalker) build() (*tree.Tree, error) {
 		}
 	}
 	return t, nil
-}
-
-// pathLess orders paths component by component, as tree.Walk does.
-func pathLess(a, b string) bool {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if ca, cb := a[i], b[i]; ca != cb {
-			if ca == '/' {
-				return true
-			}
-			if cb == '/' {
-				return false
-			}
-			return ca < cb
-		}
-	}
-	return len(a) < len(b)
 }

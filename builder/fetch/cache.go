@@ -22,6 +22,7 @@ import (
 //	Dir/raw/<hex>.img             decompressed images, named by the sha256 of the compressed file
 //	Dir/raw/<hex>.img.json        the decompressed image's own sha256 and size
 //	Dir/locks/                    lock files that serialise work on one item across processes
+//	Dir/localsums/<key>.json      sha256 of local base images, reused while a file is unchanged
 //
 // Files appear in blobs/ and raw/ only by an atomic rename of a complete, verified file, so
 // several builds may share one cache at the same time.
@@ -84,7 +85,7 @@ func (c *Cache) Base(ctx context.Context, src, sha256hex string, opts ...Option)
 		srcSum = filepath.Base(path)
 	} else {
 		path = localPath(src)
-		srcSum, err = hashFile(ctx, path, o)
+		srcSum, err = c.hashLocal(ctx, path, o)
 		if err != nil {
 			return nil, err
 		}

@@ -39,10 +39,11 @@ func FuzzDetect(f *testing.F) {
 		cacheDir := filepath.Join(dir, "cache")
 		res, err := (&Cache{Dir: cacheDir}).Base(t.Context(), src, "", WithMaxRawSize(limit))
 
-		// Only the input, lock files and (on success) one raw image with its metadata.
+		// Only the input, lock files, the input's remembered sum and (on success) one raw image with its metadata.
 		var files []string
 		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && !strings.HasPrefix(p, filepath.Join(cacheDir, "locks")+string(filepath.Separator)) {
+			if err == nil && !d.IsDir() && !strings.HasPrefix(p, filepath.Join(cacheDir, "locks")+string(filepath.Separator)) &&
+				!strings.HasPrefix(p, filepath.Join(cacheDir, "localsums")+string(filepath.Separator)) {
 				files = append(files, p)
 			}
 			return nil

@@ -149,6 +149,7 @@ func (s *Spec) resolvePaths(dir string) {
 		s.Overlays[i] = abs(s.Overlays[i])
 	}
 	s.Output.Dir = abs(s.Output.Dir)
+	s.Fleet.resolvePaths(dir)
 }
 
 var urlSchemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)

@@ -42,6 +42,10 @@ type Spec struct {
 	// Output says where and how the image files are written.
 	Output Output `yaml:"output,omitempty" json:"output,omitzero" jsonschema_description:"Where and how the image files are written."`
 
+	// Fleet is the fleet server the devices enroll with and report to (see fleet.go); without
+	// it the devices run K3s standalone and do not enroll.
+	Fleet *Fleet `yaml:"fleet,omitempty" json:"fleet,omitempty" jsonschema_description:"The fleet server devices enroll with and report to; without it devices run K3s standalone and do not enroll."`
+
 	// Dir is the absolute directory of the spec file, against which its relative paths were
 	// resolved; empty for a spec that did not come from a file (Decode).
 	Dir string `yaml:"-" json:"-"`
@@ -170,6 +174,7 @@ func (s *Spec) SetDefaults(d Defaults) {
 			s.Users[i].Shell = DefaultShell
 		}
 	}
+	s.Fleet.setDefaults()
 }
 
 func or(a, b string) string {

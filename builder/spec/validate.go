@@ -125,6 +125,8 @@ func (s *Spec) Validate() error {
 		v.addf("output.compress", "%q is not one of %s", s.Output.Compress, strings.Join(Compressions, ", "))
 	}
 
+	v.fleet(s.Fleet)
+
 	return errors.Join(v.errs...)
 }
 

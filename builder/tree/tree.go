@@ -215,7 +215,7 @@ func (t *Tree) Walk(fn func(*Entry) error) error {
 	for k := range t.entries {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return pathLess(keys[i], keys[j]) })
+	sort.Slice(keys, func(i, j int) bool { return PathLess(keys[i], keys[j]) })
 	emitted := make(map[string]bool, len(keys))
 	var deferred map[string][]*Entry
 	for _, k := range keys {
@@ -241,9 +241,21 @@ func (t *Tree) Walk(fn func(*Entry) error) error {
 	return nil
 }
 
-// pathLess orders paths component by component, so "a/b" < "a-b" and parents precede children.
-func pathLess(a, b string) bool {
-	return strings.ReplaceAll(a, "/", "\x00") < strings.ReplaceAll(b, "/", "\x00")
+// PathLess orders paths component by component, so "a/b" < "a-b" and parents precede
+// children: '/' sorts before every other byte. It does not allocate.
+func PathLess(a, b string) bool {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if ca, cb := a[i], b[i]; ca != cb {
+			if ca == '/' {
+				return true
+			}
+			if cb == '/' {
+				return false
+			}
+			return ca < cb
+		}
+	}
+	return len(a) < len(b)
 }
 
 // ReadFile returns the whole content of the regular file (or hard link to one) at p.

@@ -125,16 +125,58 @@ func TestBoot(t *testing.T) {
 		t.Fatalf("cmdline.txt of boot A does not name system A (PARTUUID %s): %q", sysA.PartUUID, fw.cmdline)
 	}
 
-	h.phase("boot slot A")
+	h.phase("first boot of slot A")
 	con := h.boot("boot1", img, fw)
-	f := con.facts()
+	t.Run("first boot", func(t *testing.T) {
+		f := h.checkBoot(t, con, sysA, img)
+		t.Run("data partition mounted at /var and grown to the disk", func(t *testing.T) {
+			h.checkData(t, con, f, data, rep.Size+growBy)
+			if !strings.Contains(f["grow_log"], "grown from") {
+				con.fail(t, "edgeimg-grow-data did not grow the partition on the first boot: %q", f["grow_log"])
+			}
+		})
+		t.Run("builder's files and units are there", func(t *testing.T) { checkAdditions(t, con, f) })
+	})
+	first := con.facts()
 
+	h.phase("second boot of slot A")
+	con2 := h.boot("boot2", img, fw)
+	t.Run("second boot", func(t *testing.T) {
+		f := h.checkBoot(t, con2, sysA, img)
+		t.Run("device identity kept on /var", func(t *testing.T) {
+			if first == nil {
+				t.Skip("no report from the first boot")
+			}
+			if f["boot_id"] == first["boot_id"] {
+				con2.fail(t, "the same boot_id twice (%s): this is not a second boot", f["boot_id"])
+			}
+			for _, k := range []string{"machine_id", "ssh_host_ed25519"} {
+				if f[k] != first[k] {
+					con2.fail(t, "%s changed across reboots: %q, then %q", k, first[k], f[k])
+				}
+			}
+		})
+		t.Run("data partition kept, no second growth", func(t *testing.T) {
+			h.checkData(t, con2, f, data, rep.Size+growBy)
+			if !strings.Contains(f["grow_log"], "already fills the card") {
+				con2.fail(t, "edgeimg-grow-data on the second boot: %q, want \"already fills the card\"", f["grow_log"])
+			}
+		})
+	})
+	h.summary()
+}
+
+// checkBoot runs the checks every boot of slot A must pass and returns the guest's facts; it
+// stops the calling test when there are none.
+func (h *harness) checkBoot(t *testing.T, con *console, sysA partition, img string) map[string]string {
+	f := con.facts()
 	t.Run("reaches multi-user.target", func(t *testing.T) {
 		d, ok := con.mark(reachedMultiUser)
 		if !ok || f == nil {
 			con.fail(t, "systemd did not reach multi-user.target (no %q, or no e2e report)", reachedMultiUser)
+			return
 		}
-		t.Logf("multi-user.target after %.1fs of emulation (guest uptime %ss at the report)", d.Seconds(), f["uptime"])
+		t.Logf("multi-user.target %.1fs after QEMU started (guest uptime %ss at the report)", d.Seconds(), f["uptime"])
 	})
 	if f == nil {
 		t.Fatalf("no E2E report on the console (%s): the other checks need it", con.path)
@@ -154,12 +196,6 @@ func TestBoot(t *testing.T) {
 			con.fail(t, "/ is %s, not system A (%s)", f["root_source"], want)
 		}
 	})
-	t.Run("data partition mounted at /var and grown to the disk", func(t *testing.T) {
-		h.checkData(t, con, f, data, rep.Size+growBy)
-		if !strings.Contains(f["grow_log"], "grown from") {
-			con.fail(t, "edgeimg-grow-data did not grow the partition on the first boot: %q", f["grow_log"])
-		}
-	})
 	t.Run("no failed units", func(t *testing.T) { checkFailed(t, con, f) })
 	t.Run("machine-id made and kept on /var", func(t *testing.T) {
 		id := f["machine_id"]
@@ -174,31 +210,6 @@ func TestBoot(t *testing.T) {
 		}
 	})
 	t.Run("SSH host keys made on /var and used", func(t *testing.T) { checkSSH(t, con, f) })
-	t.Run("builder's files and units are there", func(t *testing.T) {
-		if f["additions_missing"] != "" {
-			con.fail(t, "paths the builder added (release.json) are missing: %s", f["additions_missing"])
-		}
-		checks := map[string]string{
-			"hostname":       hostname,
-			"resolv_conf":    "../run/NetworkManager/resolv.conf",
-			"nm_connections": "/var/lib/edgeimg/etc/NetworkManager/system-connections",
-			"grow_active":    "active",
-		}
-		for k, want := range checks {
-			if f[k] != want {
-				con.fail(t, "%s is %q, want %q", k, f[k], want)
-			}
-		}
-		if !strings.Contains(f["ops_authorized_keys"], opsKey) {
-			con.fail(t, "/home/ops/.ssh/authorized_keys lacks the spec's key: %q", f["ops_authorized_keys"])
-		}
-		if !hasField(f["ops_groups"], "sudo") {
-			con.fail(t, "ops is not in sudo: %q", f["ops_groups"])
-		}
-		if !strings.Contains(f["release"], `"name": "`+imageName+`"`) {
-			con.fail(t, "/usr/lib/edgeimg/release.json: %q", f["release"])
-		}
-	})
 	t.Run("firmware's view in the device tree", func(t *testing.T) {
 		if f["bootloader_partition"] != "2" || f["bootloader_tryboot"] != "0" {
 			con.fail(t, "/proc/device-tree/chosen/bootloader: partition %q tryboot %q, want 2 and 0", f["bootloader_partition"], f["bootloader_tryboot"])
@@ -214,7 +225,37 @@ func TestBoot(t *testing.T) {
 			t.Errorf("system A's sha256 after the boot is %s, the build report says %s: the slot was written", got, sysA.SHA256)
 		}
 	})
-	h.summary()
+	return f
+}
+
+// checkAdditions checks what the builder added: every path release.json lists, the spec's
+// host name and user, and the redirections of /etc into /run and the data partition.
+func checkAdditions(t *testing.T, con *console, f map[string]string) {
+	t.Helper()
+	if f["additions_missing"] != "" {
+		con.fail(t, "paths the builder added (release.json) are missing: %s", f["additions_missing"])
+	}
+	checks := map[string]string{
+		"hostname":       hostname,
+		"resolv_conf":    "../run/NetworkManager/resolv.conf",
+		"nm_connections": "/var/lib/edgeimg/etc/NetworkManager/system-connections",
+		"grow_active":    "active",
+		"nm_active":      "active",
+	}
+	for k, want := range checks {
+		if f[k] != want {
+			con.fail(t, "%s is %q, want %q", k, f[k], want)
+		}
+	}
+	if !strings.Contains(f["ops_authorized_keys"], opsKey) {
+		con.fail(t, "/home/ops/.ssh/authorized_keys lacks the spec's key: %q", f["ops_authorized_keys"])
+	}
+	if !hasField(f["ops_groups"], "sudo") {
+		con.fail(t, "ops is not in sudo: %q", f["ops_groups"])
+	}
+	if !strings.Contains(f["release"], `"name": "`+imageName+`"`) {
+		con.fail(t, "/usr/lib/edgeimg/release.json: %q", f["release"])
+	}
 }
 
 // checkData checks that the data partition is mounted at /var, ext4, and that the partition
@@ -536,7 +577,7 @@ func (c *console) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		line := string(rest[:i])
+		line := plain(string(rest[:i]))
 		c.scanned += i + 1
 		for _, m := range markers {
 			if _, seen := c.marks[m]; !seen && strings.Contains(line, m) {
@@ -557,7 +598,15 @@ func (c *console) mark(m string) (time.Duration, bool) {
 func (c *console) text() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return strings.ReplaceAll(c.buf.String(), "\r", "")
+	return plain(c.buf.String())
+}
+
+// ansi matches the terminal escapes systemd colours its status lines with.
+var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
+
+// plain returns console text without terminal escapes and carriage returns.
+func plain(s string) string {
+	return strings.ReplaceAll(ansi.ReplaceAllString(s, ""), "\r", "")
 }
 
 func (c *console) tail(n int) string {
@@ -565,21 +614,24 @@ func (c *console) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// fact is an "E2E key=value" line of the guest's report. It need not start the line: the
+// serial getty's login prompt can land in front of it.
+var fact = regexp.MustCompile(`E2E ([a-z0-9_]+)=(.*)$`)
+
 // facts returns the E2E key=value lines the guest's e2e-report printed, nil without a report.
 func (c *console) facts() map[string]string {
 	text := c.text()
-	i := strings.Index(text, "\nE2E-BEGIN")
+	i := strings.Index(text, "E2E-BEGIN")
 	if i < 0 {
 		return nil
 	}
 	f := map[string]string{}
 	for _, l := range strings.Split(text[i:], "\n") {
-		if l == "E2E-END" {
+		if strings.HasSuffix(l, "E2E-END") {
 			break
 		}
-		if kv, ok := strings.CutPrefix(l, "E2E "); ok {
-			k, v, _ := strings.Cut(kv, "=")
-			f[k] = v
+		if m := fact.FindStringSubmatch(l); m != nil {
+			f[m[1]] = m[2]
 		}
 	}
 	return f
@@ -599,8 +651,8 @@ func (c *console) fail(t *testing.T, format string, args ...any) {
 		return
 	}
 	text := c.text()
-	if i := strings.Index(text, "\nE2E-BEGIN"); i >= 0 {
-		t.Logf("console %s, the guest's report:\n%s", c.path, text[i+1:])
+	if i := strings.Index(text, "E2E-BEGIN"); i >= 0 {
+		t.Logf("console %s, the guest's report:\n%s", c.path, text[i:])
 		return
 	}
 	t.Logf("console %s (last 200 lines):\n%s", c.path, c.tail(200))
