@@ -16,6 +16,7 @@ import (
 	"github.com/edgeimg/edgeimg/builder/base"
 	"github.com/edgeimg/edgeimg/builder/disk"
 	"github.com/edgeimg/edgeimg/builder/fetch"
+	"github.com/edgeimg/edgeimg/builder/lock"
 	"github.com/edgeimg/edgeimg/builder/output"
 	"github.com/edgeimg/edgeimg/builder/rootfs"
 	"github.com/edgeimg/edgeimg/builder/spec"
@@ -31,6 +32,9 @@ type Result struct {
 	Compressed string
 	// Report is the build report, also written as NAME-BOARD.report.json.
 	Report *Report
+	// Lock pins what this build resolved (edgeimg.lock): the base's URL, and with K3s the k3s
+	// executable and every image. The caller writes it beside the spec.
+	Lock *lock.Lock
 }
 
 // Build runs the pipeline: it reads the base image named by s (or the board's default),
@@ -60,6 +64,16 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	}
 	clock.lap("fetch")
 
+	// 1b. The K3s payload when the spec has k3s (else nil): the k3s executable, the checked
+	// manifests and their linux/arm64 images, pinned by the lock. Bad input fails here, early.
+	k3sOut, err := buildK3s(ctx, s, o)
+	if err != nil {
+		return nil, err
+	}
+	if k3sOut != nil {
+		clock.lap("k3s")
+	}
+
 	// 2. Read the base: its boot partition and its root filesystem, with full metadata.
 	img, err := base.Open(src.RawPath)
 	if err != nil {
@@ -75,26 +89,32 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	// 3. One epoch for every timestamp the builder sets.
 	epoch := chooseEpoch(o.epoch, root)
 
-	// 4. The disk layout and the identities derived from stable inputs.
+	// 4. The software bill of materials, from the base's package database before it moves.
+	bom, bomWarnings, err := makeSBOM(root, s, board, src, agent, epoch, o.version, k3sOut.sbomComponents()...)
+	if err != nil {
+		return nil, err
+	}
+
+	// 5. The disk layout and the identities derived from stable inputs.
 	lay, err := planLayout(s, board)
 	if err != nil {
 		return nil, err
 	}
 
-	// 5. The root filesystem: the base made a read-only slot, users, then overlays.
-	release, err := assembleRoot(root, s, board, lay, epoch, agent, o.version)
+	// 6. The root filesystem: the base made a read-only slot, users, then overlays.
+	release, err := assembleRoot(root, s, board, lay, epoch, agent, o.version, k3sOut)
 	if err != nil {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
 	clock.lap("assemble")
 
-	// 6. The boot partitions of both slots and the config partition.
+	// 7. The boot partitions of both slots and the config partition.
 	fats, err := bootTrees(board, bootBase, lay, release, epoch)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
 	}
 
-	// 7. Write the disk image into a staging directory beside the outputs.
+	// 8. Write the disk image into a staging directory beside the outputs.
 	stage, err := newStaging(outDir)
 	if err != nil {
 		return nil, err
@@ -107,12 +127,16 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	}
 	clock.lap("write")
 
-	// 8. Publish: checksum, compress, report, then move everything into place.
+	// 9. Publish: checksum, compress, report, then move everything into place.
 	rep := newReport(s, board, src, agent, lay, disk, release.Additions, epoch, o.version)
-	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, disk.SHA256, rep, clock, o)
+	rep.Warnings = append(rep.Warnings, bomWarnings...)
+	rep.K3s = k3sOut.report()
+	extras := map[string][]byte{base + ".spdx.json": bom.JSON()}
+	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, disk.SHA256, extras, rep, clock, o)
 	if err != nil {
 		return nil, err
 	}
+	res.Lock = buildLock(s, src, k3sOut)
 	return res, nil
 }
 
@@ -221,7 +245,7 @@ func derive(n int, inputs ...string) []byte {
 	return h.Sum(nil)[:n]
 }
 
-func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, epoch time.Time, agent *agentBinary, version string) (*rootfs.Release, error) {
+func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, epoch time.Time, agent *agentBinary, version string, k3s *k3sStage) (*rootfs.Release, error) {
 	dataUUID := lay.partUUID(hw.RoleData)
 	rel := rootfs.Release{
 		Name: s.Name, Board: board.Name(), Version: s.Version, LayoutVersion: lay.Version,
@@ -239,6 +263,11 @@ func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, ep
 	if err != nil {
 		return nil, err
 	}
+	ag, err := installAgent(root, s, lay, epoch)
+	if err != nil {
+		return nil, err
+	}
+	added = append(added, ag...)
 	users := make([]rootfs.User, len(s.Users))
 	for i, u := range s.Users {
 		users[i] = rootfs.User{Name: u.Name, Groups: u.Groups, Shell: u.Shell,
@@ -252,6 +281,11 @@ func assembleRoot(root *tree.Tree, s *spec.Spec, board hw.Board, lay *layout, ep
 		return nil, err
 	}
 	added = append(added, u...)
+	k, err := mergeK3s(root, k3s, epoch)
+	if err != nil {
+		return nil, fmt.Errorf("k3s: %w", err)
+	}
+	added = append(added, k...)
 	for i, dir := range s.Overlays {
 		o, err := rootfs.ApplyOverlay(root, dir, epoch)
 		if err != nil {

@@ -158,13 +158,34 @@ func TestBuild(t *testing.T) {
 	res, err := build(t, dir, "")
 	must(t, err)
 	out := filepath.Join(dir, "out")
-	for _, f := range []string{"gw-rpi4.img", "gw-rpi4.img.zst", "SHA256SUMS", "gw-rpi4.report.json"} {
+	for _, f := range []string{"gw-rpi4.img", "gw-rpi4.img.zst", "SHA256SUMS", "gw-rpi4.report.json", "gw-rpi4.spdx.json"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("output %s: %v", f, err)
 		}
 	}
-	if entries, _ := os.ReadDir(out); len(entries) != 4 {
-		t.Errorf("output directory holds %d entries, want exactly the 4 outputs", len(entries))
+	if entries, _ := os.ReadDir(out); len(entries) != 5 {
+		t.Errorf("output directory holds %d entries, want exactly the 5 outputs", len(entries))
+	}
+	// The SBOM lists the base's Debian packages (from its dpkg status) and the agent.
+	var bom struct {
+		SPDXVersion string `json:"spdxVersion"`
+		Packages    []struct {
+			Name         string `json:"name"`
+			ExternalRefs []struct {
+				Locator string `json:"referenceLocator"`
+			} `json:"externalRefs"`
+		} `json:"packages"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "gw-rpi4.spdx.json"))
+	must(t, err)
+	must(t, json.Unmarshal(b, &bom))
+	var names []string
+	for _, p := range bom.Packages {
+		names = append(names, p.Name)
+	}
+	if bom.SPDXVersion != "SPDX-2.3" || !strings.Contains(strings.Join(names, " "), "edgeimg-agent") || len(bom.Packages) < 8 ||
+		!strings.Contains(string(b), "pkg:deb/debian/bash@") {
+		t.Errorf("SBOM: version %s, packages %v", bom.SPDXVersion, names)
 	}
 	img := res.Image
 
@@ -315,7 +336,8 @@ func TestReproducible(t *testing.T) {
 		res, err := build(t, dir, "")
 		runtime.GOMAXPROCS(prev)
 		must(t, err)
-		sums[i] = fmt.Sprintf("%s  gw-rpi4.img\n%s  gw-rpi4.img.zst\n", fileSum(t, res.Image), fileSum(t, res.Compressed))
+		sums[i] = fmt.Sprintf("%s  gw-rpi4.img\n%s  gw-rpi4.img.zst\n%s  gw-rpi4.spdx.json\n",
+			fileSum(t, res.Image), fileSum(t, res.Compressed), fileSum(t, filepath.Join(dir, "out", "gw-rpi4.spdx.json")))
 	}
 	if sums[0] != sums[1] {
 		t.Fatalf("GOMAXPROCS=1 and 2 differ:\n%s\n%s", sums[0], sums[1])

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/edgeimg/edgeimg/builder/lock"
 )
 
 // Progress receives progress of long steps (downloads, disk writing, compression). Start is
@@ -31,6 +33,10 @@ type options struct {
 	progress Progress
 	client   *http.Client
 	version  string
+	// lock, lockFile and updateLock: see WithLock and WithUpdateLock (k3s.go).
+	lock       *lock.Lock
+	lockFile   string
+	updateLock bool
 }
 
 // Option configures Build.

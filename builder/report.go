@@ -35,6 +35,7 @@ type Report struct {
 	Outputs       []Output        `json:"outputs"`
 	Additions     []string        `json:"additions"`
 	Warnings      []string        `json:"warnings,omitempty"`
+	K3s           *K3sReport      `json:"k3s,omitempty"` // the K3s payload (k3s.go); nil without K3s
 	Timings       []Timing        `json:"timings"`
 }
 
@@ -144,7 +145,8 @@ func round(f float64) float64 {
 
 // publish checksums and compresses the image, writes SHA256SUMS and the report, and moves the
 // outputs from the staging directory into outDir.
-func publish(ctx context.Context, stage *staging, outDir, name, compress, diskSum string, rep *Report, clock *stopwatch, o *options) (*Result, error) {
+// extras are further small outputs (file name → content), checksummed with the image.
+func publish(ctx context.Context, stage *staging, outDir, name, compress, diskSum string, extras map[string][]byte, rep *Report, clock *stopwatch, o *options) (*Result, error) {
 	imgName := name + ".img"
 	img := stage.path(imgName)
 	st, err := os.Stat(img)
@@ -184,6 +186,21 @@ func publish(ctx context.Context, stage *staging, outDir, name, compress, diskSu
 		files = append(files, cname)
 		res.Compressed = filepath.Join(outDir, cname)
 		clock.lap("compress")
+	}
+	extraNames := make([]string, 0, len(extras))
+	for n := range extras {
+		extraNames = append(extraNames, n)
+	}
+	sort.Strings(extraNames)
+	for _, n := range extraNames {
+		b := extras[n]
+		esum, err := output.AtomicWrite(stage.path(n), func(w io.Writer) error { _, err := w.Write(b); return err })
+		if err != nil {
+			return nil, err
+		}
+		sums[n] = esum
+		rep.Outputs = append(rep.Outputs, Output{File: n, Size: int64(len(b)), SHA256: esum})
+		files = append(files, n)
 	}
 	if _, err := output.AtomicWrite(stage.path("SHA256SUMS"), func(w io.Writer) error {
 		_, err := w.Write(output.SHA256Sums(sums))

@@ -3,6 +3,7 @@ package builder
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ const dpkgStatus = "var/lib/dpkg/status"
 // makeSBOM describes the image for a security review: the base's Debian packages (read from
 // its dpkg status before the root filesystem is changed), and what edgeimg adds. A base without
 // a dpkg database gives a warning, not an error.
-func makeSBOM(root *tree.Tree, s *spec.Spec, board hw.Board, src *baseSource, agent *agentBinary, epoch time.Time, version string) (*sbom.Document, []string, error) {
+// extra are further components (the K3s stage's: k3s and every image).
+func makeSBOM(root *tree.Tree, s *spec.Spec, board hw.Board, src *baseSource, agent *agentBinary, epoch time.Time, version string, extra ...sbom.Component) (*sbom.Document, []string, error) {
 	var warnings []string
 	var pkgs []sbom.Package
 	if b, err := root.ReadFile(dpkgStatus); err != nil {
@@ -28,14 +30,24 @@ func makeSBOM(root *tree.Tree, s *spec.Spec, board hw.Board, src *baseSource, ag
 	}
 	in := sbom.Input{
 		Name: s.Name, Board: board.Name(), Version: s.Version, Builder: version, Epoch: epoch,
-		BaseName: src.Name, BaseSHA256: src.SourceSHA256, Distro: osID(root), Packages: pkgs,
+		BaseName: sbomSourceName(src.Name), BaseSHA256: src.SourceSHA256, Distro: osID(root), Packages: pkgs,
 		Components: []sbom.Component{{
 			Name: "edgeimg-agent", Version: version, SHA256: agent.SHA256,
 			PURL:     "pkg:golang/github.com/edgeimg/edgeimg/cmd/edgeimg-agent@" + version,
 			Supplier: "Organization: edgeimg",
 		}},
 	}
+	in.Components = append(in.Components, extra...)
 	return sbom.New(in), warnings, nil
+}
+
+// sbomSourceName names the base in the SBOM: a URL as it is, a local file by its base name
+// only, so the document does not depend on (or reveal) the build machine's directories.
+func sbomSourceName(name string) string {
+	if strings.Contains(name, "://") {
+		return name
+	}
+	return filepath.Base(name)
 }
 
 // osID returns the ID= of the base's os-release ("debian", "raspbian"), or "" if unknown.

@@ -178,7 +178,10 @@ func start(cfg Config) (*agent, error) {
 	if cfg.FleetURL == "" || cfg.CAPEM == nil {
 		fc, ca, err := LoadFleetConfig(cfg.Paths)
 		if err != nil {
-			return nil, err
+			// A broken fleet configuration must not keep K3s from starting: run standalone
+			// and say why in the log (there is no fleet to report it to).
+			a.log.Error("ignoring the image's fleet settings: running K3s standalone", "err", err)
+			fc, ca = FleetConfig{}, nil
 		}
 		if cfg.FleetURL == "" {
 			a.cfg.FleetURL = fc.URL
@@ -214,6 +217,7 @@ func (a *agent) run(ctx context.Context) error {
 			return err
 		}
 	}
+	a.applyNetwork(ctx)
 	// 2. Identity: ID, key, certificate.
 	if a.id, err = device.ID(a.p); err != nil {
 		return fmt.Errorf("device id: %w", err)
@@ -228,16 +232,20 @@ func (a *agent) run(ctx context.Context) error {
 	a.cert.Store(cert)
 	a.log.Info("device identity", "id", a.id, "enrolled_before", cert != nil)
 
-	if a.cfg.FleetURL == "" {
+	if a.cfg.FleetURL != "" {
+		if a.client, err = fleetclient.New(a.cfg.FleetURL, a.cfg.CAPEM, a.now, func() *tls.Certificate { return a.cert.Load() }); err != nil {
+			a.log.Error("ignoring the fleet settings: running K3s standalone", "err", err)
+		}
+	}
+	if a.client == nil {
+		// No fleet (the image has none, or its settings are broken): a standalone K3s server
+		// that never enrolls. The settings are imported all the same (host name, network).
 		a.log.Info("no fleet configured: running K3s standalone")
 		if err := a.applyApplied(ctx, api.Role{Kind: api.RoleServer}, true); err != nil {
 			return err
 		}
 		<-ctx.Done()
 		return nil
-	}
-	if a.client, err = fleetclient.New(a.cfg.FleetURL, a.cfg.CAPEM, a.now, func() *tls.Certificate { return a.cert.Load() }); err != nil {
-		return err
 	}
 
 	// 3. Enrollment; offline first: K3s runs standalone while the fleet cannot be reached.

@@ -244,7 +244,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 			t.Errorf("K3s config has no %q:\n%s", want, cfg)
 		}
 	}
-	if calls := r.list(); !slices.Equal(calls, []string{"systemctl disable --now k3s-agent.service", "systemctl start k3s.service"}) {
+	if calls := r.list(); !slices.Equal(calls, []string{"rfkill unblock wifi", "nmcli connection reload", "systemctl disable --now k3s-agent.service", "systemctl start k3s.service"}) {
 		t.Errorf("runner calls %q", calls)
 	}
 	if card := read(t, filepath.Join(card, device.SettingsOnConfig)); strings.Contains(card, "edg_") || strings.Contains(card, "secretpass") {

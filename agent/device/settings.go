@@ -42,6 +42,9 @@ type WiFi struct {
 	// PSK is the passphrase (8–63 characters) or the 64-hex-digit key; removed from the config
 	// partition once imported.
 	PSK string `yaml:"psk,omitempty" json:"psk,omitempty"`
+	// Country is the ISO 3166-1 alpha-2 code of the country the device is in (e.g. DE), which
+	// sets the Wi-Fi regulatory domain (the channels and power allowed there).
+	Country string `yaml:"country,omitempty" json:"country,omitempty"`
 }
 
 // Network is a static address on one interface.
@@ -95,6 +98,9 @@ func (s *Settings) Validate() error {
 		}
 		if w.PSK != "" && !validPSK(w.PSK) {
 			return errors.New("wifi.psk: must be 8 to 63 printable ASCII characters, or 64 hex digits")
+		}
+		if w.Country != "" && (len(w.Country) != 2 || strings.Trim(w.Country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
+			return fmt.Errorf("wifi.country %q: want an ISO 3166-1 alpha-2 code in capitals, e.g. DE or US", w.Country)
 		}
 	}
 	if n := s.Network; n != nil {

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeimg/edgeimg/builder/lock"
 	"github.com/edgeimg/edgeimg/builder/tree"
 	"github.com/edgeimg/edgeimg/images"
 	"github.com/edgeimg/edgeimg/manifests/check"
 	"github.com/edgeimg/edgeimg/manifests/plan"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -47,6 +49,13 @@ type Inputs struct {
 	AllowOvercommit bool
 	// CertManager adds cert-manager to the plan.
 	CertManager bool
+	// Locked makes an image without a pin in Pins an error (*lock.StaleError) instead of a
+	// tag resolved in the registry: the lock file is stale.
+	Locked bool
+	// LockFile names the lock file in that error.
+	LockFile string
+	// Role is the K3s role budgeted by the plan: server (default) or agent.
+	Role string
 	// Epoch is the modification time of every file written.
 	Epoch time.Time
 	// Puller options beyond mirrors and auth (tests pass WithKeychain, WithConcurrency).
@@ -71,25 +80,85 @@ type Result struct {
 //  5. write one air-gap archive per image into ImagesDir;
 //  6. write the manifests (and generated LimitRanges) into ManifestsDir.
 func Assemble(ctx context.Context, in Inputs, t *tree.Tree) (Result, error) {
+	// 1.–4.
+	res, found, err := resolve(ctx, in)
+	if err != nil {
+		return Result{}, err
+	}
+	// 5.
+	if err := t.MkdirAll(ImagesDir, in.Epoch); err != nil {
+		return Result{}, err
+	}
+	for _, img := range res.Images {
+		if err := putArchive(t, img, in.Epoch); err != nil {
+			return Result{}, fmt.Errorf("writing image archives: %w", err)
+		}
+	}
+	// 6.
+	if err := putManifests(t, in.Manifests, found, in.Epoch); err != nil {
+		return Result{}, fmt.Errorf("writing manifests: %w", err)
+	}
+	return res, nil
+}
+
+// Resolve runs steps 1 to 4 of Assemble and writes nothing: the manifests are checked, the
+// plan made and checked, and every image pulled into the cache. `edgeimg lock` uses it.
+func Resolve(ctx context.Context, in Inputs) (Result, error) {
+	res, _, err := resolve(ctx, in)
+	return res, err
+}
+
+// Plan runs steps 1 to 3 of Assemble without checking the plan: what `edgeimg plan` shows.
+func Plan(in Inputs) (plan.Plan, error) {
+	objs, err := check.Load(in.Manifests)
+	if err != nil {
+		return plan.Plan{}, fmt.Errorf("decoding manifests: %w", err)
+	}
+	if _, err := check.Check(objs); err != nil {
+		return plan.Plan{}, fmt.Errorf("checking manifests: %w", err)
+	}
+	return plan.Make(in.Board, objs, plan.Options{Role: in.Role, CertManager: in.CertManager}), nil
+}
+
+func resolve(ctx context.Context, in Inputs) (Result, check.Result, error) {
 	// 1.
 	objs, err := check.Load(in.Manifests)
 	if err != nil {
-		return Result{}, fmt.Errorf("decoding manifests: %w", err)
+		return Result{}, check.Result{}, fmt.Errorf("decoding manifests: %w", err)
 	}
 	// 2.
 	found, err := check.Check(objs)
 	if err != nil {
-		return Result{}, fmt.Errorf("checking manifests: %w", err)
+		return Result{}, check.Result{}, fmt.Errorf("checking manifests: %w", err)
 	}
 	// 3.
-	p := plan.Make(in.Board, objs, plan.Options{CertManager: in.CertManager})
+	p := plan.Make(in.Board, objs, plan.Options{Role: in.Role, CertManager: in.CertManager})
 	if err := plan.Check(p, in.AllowOvercommit); err != nil {
-		return Result{}, fmt.Errorf("memory plan: %w", err)
+		return Result{}, check.Result{}, fmt.Errorf("memory plan: %w", err)
 	}
 	// 4.
+	reqs, err := requests(in, found)
+	if err != nil {
+		return Result{}, check.Result{}, err
+	}
+	opts := append([]images.Option{images.WithMirrors(in.Mirrors), images.WithAuth(in.Auth)}, in.PullOptions...)
+	puller, err := images.NewPuller(in.CacheDir, opts...)
+	if err != nil {
+		return Result{}, check.Result{}, fmt.Errorf("registries: %w", err)
+	}
+	pulled, err := puller.Pull(ctx, reqs)
+	if err != nil {
+		return Result{}, check.Result{}, fmt.Errorf("pulling images: %w", err)
+	}
+	return Result{Images: pulled, Plan: p, Notes: found.Notes}, found, nil
+}
+
+// requests lists the images to pull, pinned by in.Pins. With in.Locked, an image without a
+// pin is an error (*lock.StaleError) before anything is pulled.
+func requests(in Inputs, found check.Result) ([]images.Request, error) {
 	system, err := images.K3sImages(in.K3sVersion)
 	if err != nil {
-		return Result{}, fmt.Errorf("k3s.version: %w", err)
+		return nil, fmt.Errorf("k3s.version: %w", err)
 	}
 	var reqs []images.Request
 	for _, r := range system {
@@ -101,34 +170,30 @@ func Assemble(ctx context.Context, in Inputs, t *tree.Tree) (Result, error) {
 	for _, r := range in.Images {
 		reqs = append(reqs, images.Request{Ref: r, UsedBy: []string{"spec images"}})
 	}
+	missing := map[string]bool{}
 	for i := range reqs {
-		if ref, err := images.ParseReference(reqs[i].Ref); err == nil {
-			reqs[i].Digest = in.Pins[images.Normalize(ref)]
+		ref, err := images.ParseReference(reqs[i].Ref)
+		if err != nil {
+			continue // Pull reports it with its users
+		}
+		if _, byDigest := ref.(name.Digest); byDigest {
+			continue
+		}
+		key := images.Normalize(ref)
+		reqs[i].Digest = in.Pins[key]
+		if reqs[i].Digest == "" && in.Locked {
+			missing[key] = true
 		}
 	}
-	opts := append([]images.Option{images.WithMirrors(in.Mirrors), images.WithAuth(in.Auth)}, in.PullOptions...)
-	puller, err := images.NewPuller(in.CacheDir, opts...)
-	if err != nil {
-		return Result{}, fmt.Errorf("registries: %w", err)
-	}
-	pulled, err := puller.Pull(ctx, reqs)
-	if err != nil {
-		return Result{}, fmt.Errorf("pulling images: %w", err)
-	}
-	// 5.
-	if err := t.MkdirAll(ImagesDir, in.Epoch); err != nil {
-		return Result{}, err
-	}
-	for _, img := range pulled {
-		if err := putArchive(t, img, in.Epoch); err != nil {
-			return Result{}, fmt.Errorf("writing image archives: %w", err)
+	if len(missing) > 0 {
+		e := &lock.StaleError{File: in.LockFile}
+		for k := range missing {
+			e.Missing = append(e.Missing, "image "+k)
 		}
+		sort.Strings(e.Missing)
+		return nil, e
 	}
-	// 6.
-	if err := putManifests(t, in.Manifests, found, in.Epoch); err != nil {
-		return Result{}, fmt.Errorf("writing manifests: %w", err)
-	}
-	return Result{Images: pulled, Plan: p, Notes: found.Notes}, nil
+	return reqs, nil
 }
 
 // putArchive adds img's archive, streamed from the cache when the tree is written.

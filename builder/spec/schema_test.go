@@ -66,7 +66,8 @@ func TestSchemaShape(t *testing.T) {
 	walk = func(path string, v any) {
 		switch v := v.(type) {
 		case map[string]any:
-			if v["type"] == "object" {
+			// Maps (k3s.config, registries.mirrors) are objects without properties.
+			if v["type"] == "object" && v["properties"] != nil {
 				objects++
 				if v["additionalProperties"] != false {
 					t.Errorf("%s: additionalProperties is %v, want false", path, v["additionalProperties"])

@@ -46,6 +46,30 @@ type Spec struct {
 	// it the devices run K3s standalone and do not enroll.
 	Fleet *Fleet `yaml:"fleet,omitempty" json:"fleet,omitempty" jsonschema_description:"The fleet server devices enroll with and report to; without it devices run K3s standalone and do not enroll."`
 
+	// K3s installs K3s with its air-gapped payload (see k3s.go); without it the image has no
+	// K3s, and manifests and images are errors.
+	K3s *K3s `yaml:"k3s,omitempty" json:"k3s,omitempty" jsonschema_description:"The K3s the image runs (k3s: {} for the defaults); without it the image has no K3s."`
+
+	// Manifests are files or directories of Kubernetes YAML (multi-document; a directory's
+	// *.yaml and *.yml files) that K3s deploys at boot. Relative to the spec file.
+	Manifests []string `yaml:"manifests,omitempty" json:"manifests,omitempty" jsonschema_description:"Files or directories of Kubernetes YAML (multi-document) K3s deploys at boot. Relative to the spec file."`
+
+	// Images are extra images shipped for linux/arm64; those the manifests use are found
+	// automatically. Each is pinned by a version tag or a digest, never latest.
+	Images []string `yaml:"images,omitempty" json:"images,omitempty" jsonschema_description:"Extra images shipped for linux/arm64 (those the manifests use are found automatically); pinned by tag or digest, never latest."`
+
+	// CertManager says whether cert-manager is installed.
+	CertManager CertManager `yaml:"certManager,omitempty" json:"certManager,omitzero" jsonschema_description:"cert-manager, installed with the K3s payload (not shipped yet)."`
+
+	// Hardware is the board variant the memory plan is checked against.
+	Hardware Hardware `yaml:"hardware,omitempty" json:"hardware,omitzero" jsonschema_description:"The board variant the memory plan is checked against."`
+
+	// Plan tunes the memory plan check.
+	Plan PlanOptions `yaml:"plan,omitempty" json:"plan,omitzero" jsonschema_description:"How the memory plan is checked."`
+
+	// Registries says where image pulls go (mirrors, credentials).
+	Registries Registries `yaml:"registries,omitempty" json:"registries,omitzero" jsonschema_description:"Where image pulls go: mirrors and credentials, for build sites with their own registry."`
+
 	// Dir is the absolute directory of the spec file, against which its relative paths were
 	// resolved; empty for a spec that did not come from a file (Decode).
 	Dir string `yaml:"-" json:"-"`
@@ -175,6 +199,7 @@ func (s *Spec) SetDefaults(d Defaults) {
 		}
 	}
 	s.Fleet.setDefaults()
+	s.setK3sDefaults()
 }
 
 func or(a, b string) string {

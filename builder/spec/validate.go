@@ -126,6 +126,7 @@ func (s *Spec) Validate() error {
 	}
 
 	v.fleet(s.Fleet)
+	v.k3s(s)
 
 	return errors.Join(v.errs...)
 }

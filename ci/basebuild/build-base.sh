@@ -190,8 +190,6 @@ mmdebstrap --mode=root --arch=arm64 --variant=minbase --components="$components"
 	--aptopt='APT::Install-Recommends "false"' \
 	--dpkgopt='force-unsafe-io' \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
-	--dpkgopt='path-exclude=/usr/share/doc/*' \
-	--dpkgopt='path-include=/usr/share/doc/*/copyright' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
 	--include="$(IFS=,; echo "${packages[*]}")" \
 	--setup-hook="$hooks/setup" --essential-hook="$hooks/essential" --customize-hook="$hooks/customize" \

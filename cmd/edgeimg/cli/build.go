@@ -27,6 +27,8 @@ type BuildOptions struct {
 	Agent    string
 	CacheDir string
 	JSON     bool
+	// UpdateLock lets the build add what edgeimg.lock does not pin instead of failing.
+	UpdateLock bool
 }
 
 // AddFlags registers the flags.
@@ -37,6 +39,7 @@ func (o *BuildOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVar(&o.Agent, "agent", "", "edgeimg-agent binary for the board (default: $EDGEIMG_AGENT, or edgeimg-agent-linux-ARCH beside edgeimg)")
 	c.Flags().StringVar(&o.CacheDir, "cache-dir", "", "download and base-image cache (default: $XDG_CACHE_HOME/edgeimg)")
 	c.Flags().BoolVar(&o.JSON, "json", false, "print the build report as JSON on stdout")
+	c.Flags().BoolVar(&o.UpdateLock, "update-lock", false, "resolve what edgeimg.lock does not pin (a stale lock fails the build without it) and rewrite the lock")
 	_ = c.RegisterFlagCompletionFunc("board", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return hw.Names(), cobra.ShellCompDirectiveNoFileComp
 	})
@@ -178,9 +181,18 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	if haveEpoch {
 		opts = append(opts, builder.WithEpoch(epoch))
 	}
-	res, err := builder.Build(cmd.Context(), s, opts...)
+	lockOpts, oldLock, err := buildLockOptions(s, o.UpdateLock)
 	if err != nil {
 		return err
+	}
+	res, err := builder.Build(cmd.Context(), s, append(opts, lockOpts...)...)
+	if err != nil {
+		return err
+	}
+	if p, err := writeBuildLock(s, oldLock, res.Lock, o.UpdateLock); err != nil {
+		return err
+	} else if p != "" {
+		fmt.Fprintf(stderr, "wrote %s\n", p)
 	}
 	if o.JSON {
 		return writeJSON(cmd.OutOrStdout(), res.Report)

@@ -139,7 +139,7 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("build: %v\nstderr:\n%s", err, stderr)
 	}
-	wantOut := []string{"gw-rpi4.img", "gw-rpi4.img.zst", "SHA256SUMS", "gw-rpi4.report.json"}
+	wantOut := []string{"gw-rpi4.img", "gw-rpi4.img.zst", "SHA256SUMS", "gw-rpi4.report.json", "gw-rpi4.spdx.json"}
 	for _, f := range wantOut {
 		if _, err := os.Stat(filepath.Join(work, "dist", f)); err != nil {
 			t.Errorf("-o dist: %v", err)

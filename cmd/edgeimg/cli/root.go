@@ -43,6 +43,8 @@ loop devices, and two builds of the same inputs are byte-identical.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return UsageError{err} })
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the build does to stderr")
 	root.AddCommand(NewCmdBuild(g), NewCmdInspect(g), NewCmdSchema(g), NewCmdVersion(g), NewCmdFleet(g))
+	root.AddCommand(NewCmdPersonalize(g))
+	root.AddCommand(NewCmdLock(g), NewCmdPlan(g))
 	// Without arguments edgeimg prints its help; an unknown command is a usage error.
 	root.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
