@@ -1,7 +1,6 @@
 package base
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
 	"crypto/sha256"
@@ -224,77 +223,8 @@ func writeFileAtomic(p string, b []byte) error {
 
 // writeCacheTar writes every entry of t, sockets included, in Walk order.
 func writeCacheTar(ctx context.Context, t *tree.Tree, w io.Writer) error {
-	tw := tar.NewWriter(w)
-	buf := make([]byte, 1<<20)
-	n := 0
-	err := t.Walk(func(e *tree.Entry) error {
-		n++
-		if n%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		hdr := &tar.Header{
-			Name:    e.Path,
-			Mode:    int64(e.Mode),
-			Uid:     int(e.UID),
-			Gid:     int(e.GID),
-			ModTime: e.ModTime,
-			Format:  tar.FormatPAX,
-		}
-		switch e.Kind {
-		case tree.Regular:
-			hdr.Typeflag, hdr.Size = tar.TypeReg, e.Size
-		case tree.Dir:
-			hdr.Typeflag, hdr.Name = tar.TypeDir, e.Path+"/"
-		case tree.Symlink:
-			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.Linkname
-		case tree.Hardlink:
-			hdr.Typeflag, hdr.Linkname = tar.TypeLink, e.Linkname
-		case tree.CharDev:
-			hdr.Typeflag, hdr.Devmajor, hdr.Devminor = tar.TypeChar, int64(e.Devmajor), int64(e.Devminor)
-		case tree.BlockDev:
-			hdr.Typeflag, hdr.Devmajor, hdr.Devminor = tar.TypeBlock, int64(e.Devmajor), int64(e.Devminor)
-		case tree.FIFO:
-			hdr.Typeflag = tar.TypeFifo
-		case tree.Socket:
-			hdr.Typeflag = tar.TypeFifo
-			hdr.PAXRecords = map[string]string{tree.SocketPAXKey: "1"}
-		default:
-			return fmt.Errorf("%s: cannot store a %s", e.Path, e.Kind)
-		}
-		if len(e.Xattrs) > 0 {
-			if hdr.PAXRecords == nil {
-				hdr.PAXRecords = make(map[string]string, len(e.Xattrs))
-			}
-			for k, v := range e.Xattrs {
-				hdr.PAXRecords["SCHILY.xattr."+k] = string(v)
-			}
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("tar header for %s: %w", e.Path, err)
-		}
-		if e.Kind != tree.Regular || e.Size == 0 {
-			return nil
-		}
-		rc, err := e.Content.Open()
-		if err != nil {
-			return fmt.Errorf("opening %s: %w", e.Path, err)
-		}
-		m, err := io.CopyBuffer(tw, io.LimitReader(rc, e.Size), buf)
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("copying %s: %w", e.Path, err)
-		}
-		if m != e.Size {
-			return fmt.Errorf("copying %s: content has %d bytes, the inode says %d", e.Path, m, e.Size)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
+	_, err := t.WriteTarContext(ctx, w, tree.TarOptions{KeepSockets: true})
+	return err
 }
 
 // metaLines describes every entry's metadata (not its content) canonically.

@@ -14,7 +14,7 @@ import (
 
 // readerVersion names the way this package turns an ext4 filesystem into a tree; callers
 // fold it into cache keys so that a change here invalidates old cache entries.
-const readerVersion = "base-rootfs-2"
+const readerVersion = "base-rootfs-3"
 
 // ReaderVersion identifies how RootFS reads a filesystem. Include it in the key passed to
 // RootFSCached so that cache entries written by an older reader are not reused.

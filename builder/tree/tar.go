@@ -2,22 +2,40 @@ package tree
 
 import (
 	"archive/tar"
+	"context"
 	"fmt"
 	"io"
 	"sort"
 	"time"
 )
 
-// WriteTar writes the tree as a tar stream in Walk order. Extended attributes become
-// SCHILY.xattr PAX records; every time field is the entry's mtime, so the stream (and any
-// filesystem made from it) depends only on the tree. Sockets cannot be expressed in tar and
-// are skipped; skipped reports their paths.
+// TarOptions adjust WriteTarContext.
+type TarOptions struct {
+	// KeepSockets stores sockets as FIFO headers carrying the PAX record SocketPAXKey (FromTar
+	// reads them back as sockets) instead of skipping them.
+	KeepSockets bool
+}
+
+// WriteTar writes the tree as a tar stream in Walk order, skipping sockets. See
+// WriteTarContext.
 func (t *Tree) WriteTar(w io.Writer) (skipped []string, err error) {
+	return t.WriteTarContext(context.Background(), w, TarOptions{})
+}
+
+// WriteTarContext writes the tree as a tar stream in Walk order. Extended attributes become
+// SCHILY.xattr PAX records; every time field is the entry's mtime, so the stream (and any
+// filesystem made from it) depends only on the tree. Sockets cannot be expressed in plain tar:
+// they are skipped, and skipped reports their paths, unless o.KeepSockets. ctx is checked
+// between entries.
+func (t *Tree) WriteTarContext(ctx context.Context, w io.Writer, o TarOptions) (skipped []string, err error) {
 	tw := tar.NewWriter(w)
+	buf := make([]byte, 1<<20)
+	n := 0
 	err = t.Walk(func(e *Entry) error {
-		if e.Kind == Socket {
-			skipped = append(skipped, e.Path)
-			return nil
+		if n++; n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		hdr := &tar.Header{
 			Name:       e.Path,
@@ -45,9 +63,20 @@ func (t *Tree) WriteTar(w io.Writer) (skipped []string, err error) {
 			hdr.Typeflag, hdr.Devmajor, hdr.Devminor = tar.TypeBlock, int64(e.Devmajor), int64(e.Devminor)
 		case FIFO:
 			hdr.Typeflag = tar.TypeFifo
+		case Socket:
+			if !o.KeepSockets {
+				skipped = append(skipped, e.Path)
+				return nil
+			}
+			hdr.Typeflag = tar.TypeFifo
+			hdr.PAXRecords = map[string]string{SocketPAXKey: "1"}
+		default:
+			return fmt.Errorf("%s: cannot store a %s", e.Path, e.Kind)
 		}
 		if len(e.Xattrs) > 0 {
-			hdr.PAXRecords = make(map[string]string, len(e.Xattrs))
+			if hdr.PAXRecords == nil {
+				hdr.PAXRecords = make(map[string]string, len(e.Xattrs))
+			}
 			keys := make([]string, 0, len(e.Xattrs))
 			for k := range e.Xattrs {
 				keys = append(keys, k)
@@ -67,13 +96,13 @@ func (t *Tree) WriteTar(w io.Writer) (skipped []string, err error) {
 		if err != nil {
 			return fmt.Errorf("opening %s: %w", e.Path, err)
 		}
-		n, err := io.Copy(tw, io.LimitReader(rc, e.Size))
+		m, err := io.CopyBuffer(tw, io.LimitReader(rc, e.Size), buf)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("copying %s: %w", e.Path, err)
 		}
-		if n != e.Size {
-			return fmt.Errorf("copying %s: content has %d bytes, entry says %d", e.Path, n, e.Size)
+		if m != e.Size {
+			return fmt.Errorf("copying %s: content has %d bytes, entry says %d", e.Path, m, e.Size)
 		}
 		return nil
 	})
