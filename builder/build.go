@@ -303,7 +303,7 @@ func bootTrees(board hw.Board, bootBase *tree.Tree, lay *layout, rel *rootfs.Rel
 	}
 	slotA := board.Slots()[0]
 	bootA, err := board.BootFiles(hw.BootInput{Base: bootBase, Slot: slotA, Epoch: epoch,
-		RootUUID: disk.PartUUID(lay.Table.DiskSignature, slotA.System)})
+		RootUUID: disk.PartUUID(lay.Table.DiskSignature, slotA.System), ExtraArgs: []string{rootfs.InitArg}})
 	if err != nil {
 		return nil, err
 	}

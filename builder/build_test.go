@@ -232,7 +232,10 @@ func TestBuild(t *testing.T) {
 			t.Errorf("cmdline.txt lacks %q: %s", want, cmdline)
 		}
 	}
-	for _, bad := range []string{"init=", "fsck.repair", sig + "-02"} {
+	if !strings.Contains(cmdline, " init=/usr/lib/edgeimg/init") || strings.Count(cmdline, "init=") != 1 {
+		t.Errorf("cmdline.txt does not run edgeimg's early init (and only it): %s", cmdline)
+	}
+	for _, bad := range []string{"raspberrypi-sys-mods", "fsck.repair", sig + "-02"} {
 		if strings.Contains(cmdline, bad) {
 			t.Errorf("cmdline.txt keeps %q: %s", bad, cmdline)
 		}

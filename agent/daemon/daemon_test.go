@@ -167,6 +167,7 @@ func newDevice(t *testing.T, f *fleetEnv, token string) (device.Paths, string) {
 		p.Path(device.DeviceTreeSerial):              "10000000c0ffee42\x00",
 		p.Path(device.MemInfo):                       "MemTotal: 4000000 kB\nMemAvailable: 3000000 kB\n",
 		p.Path(device.Uptime):                        "100.5 200.0\n",
+		p.Path(device.K3sInfo):                       `{"version": "v1.31.4+k3s1"}`,
 		filepath.Join(card, device.SettingsOnConfig): "token: " + token + "\nhostname: truck-42\nlabels:\n  truck: \"42\"\nwifi:\n  ssid: depot\n  psk: secretpass\n",
 		p.Path("var/lib/rancher/k3s/agent/images/k3s-airgap-images-arm64.tar.zst"): "shipped",
 	}

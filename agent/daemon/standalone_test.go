@@ -29,6 +29,7 @@ func TestStandalone(t *testing.T) {
 			card := t.TempDir()
 			files := map[string]string{
 				device.DeviceTreeSerial:                      "10000000c0ffee42\x00",
+				device.K3sInfo:                               `{"version": "v1.31.4+k3s1"}`,
 				filepath.Join(card, device.SettingsOnConfig): "token: abc\nhostname: truck-7\n",
 			}
 			for k, v := range c.files {
@@ -80,6 +81,8 @@ func must(t *testing.T, err error) {
 // NetworkManager read the keyfiles, before K3s starts.
 func TestNetworkApplied(t *testing.T) {
 	p := device.Paths{Root: t.TempDir()}
+	must(t, os.MkdirAll(filepath.Dir(p.Path(device.K3sInfo)), 0o755))
+	must(t, os.WriteFile(p.Path(device.K3sInfo), []byte(`{"version": "v1.31.4+k3s1"}`), 0o644))
 	card := t.TempDir()
 	must(t, os.MkdirAll(filepath.Join(card, "edgeimg"), 0o755))
 	must(t, os.WriteFile(filepath.Join(card, device.SettingsOnConfig), []byte("wifi: {ssid: depot, psk: secretpass, country: DE}\n"), 0o644))

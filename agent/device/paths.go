@@ -27,7 +27,9 @@ const (
 	K3sKubeconfig    = "var/lib/rancher/k3s/k3s.yaml"
 	FleetCA          = "usr/lib/edgeimg/fleet-ca.pem"
 	FleetConfig      = "usr/lib/edgeimg/fleet.json"
-	ClockEpoch       = "usr/lib/clock-epoch"
+	// K3sInfo is written by the builder when the image ships K3s (version, default role).
+	K3sInfo    = "usr/lib/edgeimg/k3s.json"
+	ClockEpoch = "usr/lib/clock-epoch"
 	// SettingsOnConfig is device.yaml's path on the config (first FAT) partition.
 	SettingsOnConfig = "edgeimg/device.yaml"
 )

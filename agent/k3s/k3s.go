@@ -153,6 +153,11 @@ func Apply(ctx context.Context, p device.Paths, r Runner, role api.Role, provisi
 	if err := device.WriteFileAtomic(p.Path(device.RoleFile), append(b, '\n'), 0o600); err != nil {
 		return err
 	}
+	if !Installed(p) {
+		// An image built without K3s: the role is recorded for when an update brings K3s,
+		// and there is nothing to start.
+		return nil
+	}
 	other := ServerUnit
 	if role.Kind == api.RoleServer {
 		other = AgentUnit
@@ -171,6 +176,12 @@ func Apply(ctx context.Context, p device.Paths, r Runner, role api.Role, provisi
 		return fmt.Errorf("starting %s: %w", Unit(role.Kind), err)
 	}
 	return nil
+}
+
+// Installed reports whether the image ships K3s (the builder writes device.K3sInfo then).
+func Installed(p device.Paths) bool {
+	_, err := os.Stat(p.Path(device.K3sInfo))
+	return err == nil
 }
 
 // kept are the parts of the K3s data directory that the image ships.

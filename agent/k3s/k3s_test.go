@@ -19,9 +19,37 @@ func (r *rec) Run(_ context.Context, name string, args ...string) error {
 	return nil
 }
 
+// withK3s is a device root whose image ships K3s.
+func withK3s(t *testing.T) device.Paths {
+	t.Helper()
+	p := device.Paths{Root: t.TempDir()}
+	if err := os.MkdirAll(filepath.Dir(p.Path(device.K3sInfo)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.Path(device.K3sInfo), []byte(`{"version": "v1.31.4+k3s1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestApplyWithoutK3s: an image built without K3s records the role and starts nothing.
+func TestApplyWithoutK3s(t *testing.T) {
+	p := device.Paths{Root: t.TempDir()}
+	r := &rec{}
+	if err := Apply(context.Background(), p, r, api.Role{Kind: api.RoleServer}, true, "truck-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.calls) != 0 {
+		t.Errorf("ran %v in an image without K3s", r.calls)
+	}
+	if _, err := os.Stat(p.Path(device.RoleFile)); err != nil {
+		t.Errorf("role not recorded: %v", err)
+	}
+}
+
 func TestApplyAndReset(t *testing.T) {
 	ctx := context.Background()
-	p := device.Paths{Root: t.TempDir()}
+	p := withK3s(t)
 	r := &rec{}
 	server := api.Role{Kind: api.RoleServer}
 	agent := api.Role{Kind: api.RoleAgent, ServerURL: "https://10.0.0.1:6443", Token: "K10x"}

@@ -27,7 +27,7 @@ func baseTree(t *testing.T) *tree.Tree {
 		"var/backups/passwd.bak":         "x",
 		"etc/ssh/ssh_host_rsa_key":       "secret",
 		"etc/ssh/sshd_config":            "Include /etc/ssh/sshd_config.d/*.conf\n",
-		"lib/systemd/system/ssh.service": "[Unit]\n",
+		"usr/lib/systemd/system/ssh.service": "[Unit]\n",
 	}
 	for p, c := range files {
 		if err := tr.WriteFile(p, []byte(c), 0o644, time.Unix(1, 0)); err != nil {
@@ -36,9 +36,15 @@ func baseTree(t *testing.T) *tree.Tree {
 	}
 	must(t, tr.Put(&tree.Entry{Path: "var/lib/dpkg/status-old", Kind: tree.Hardlink, Linkname: "var/lib/dpkg/status"}))
 	must(t, tr.Symlink("/run", "var/run", time.Unix(1, 0)))
+	must(t, tr.Symlink("../../usr/share/doc/systemd/README.logs", "var/log/README", time.Unix(1, 0)))
+	must(t, tr.Symlink("../lib/dpkg/status", "var/cache/status-link", time.Unix(1, 0)))
+	must(t, tr.WriteFile("usr/bin/sh", []byte("sh"), 0o755, time.Unix(1, 0)))
+	must(t, tr.WriteFile("usr/bin/mount", []byte("mount"), 0o755, time.Unix(1, 0)))
+	must(t, tr.Symlink("/lib/systemd/systemd", "sbin/init", time.Unix(1, 0)))
+	must(t, tr.WriteFile("usr/lib/systemd/systemd", []byte("systemd"), 0o755, time.Unix(1, 0)))
+	must(t, tr.Symlink("usr/lib", "lib", time.Unix(1, 0)))
 	must(t, tr.Put(&tree.Entry{Path: "var/mail", Kind: tree.Dir, Mode: 0o2775, GID: 8}))
 	must(t, tr.Symlink("usr/bin", "bin", time.Unix(1, 0)))
-	must(t, tr.MkdirAll("usr/bin", time.Unix(1, 0)))
 	return tr
 }
 
@@ -98,6 +104,18 @@ func TestPrepare(t *testing.T) {
 	if strings.Contains(tmp, "/var/run") || strings.Contains(tmp, "C /var/lib ") {
 		t.Errorf("tmpfiles copies what systemd makes itself:\n%s", tmp)
 	}
+	if e := tr.Get(FactoryVar + "/log/README"); e == nil || e.Linkname != "/usr/share/doc/systemd/README.logs" {
+		t.Errorf("a relative link out of /var dangles in the factory copy: %+v", e)
+	}
+	if e := tr.Get(FactoryVar + "/cache/status-link"); e == nil || e.Linkname != "../lib/dpkg/status" {
+		t.Errorf("a link within /var was changed: %+v", e)
+	}
+	if init := read(t, tr, EarlyInit); !strings.Contains(init, "data=PARTUUID=cafe0001-07\n") || !strings.HasSuffix(init, "exec /sbin/init \"$@\"\n") {
+		t.Errorf("early init:\n%s", init)
+	}
+	if e := tr.Get(EarlyInit); e.Mode != 0o755 {
+		t.Errorf("early init mode %o", e.Mode)
+	}
 	fstab := read(t, tr, "etc/fstab")
 	if !strings.Contains(fstab, "PARTUUID=cafe0001-07 /var ext4 ") || !strings.Contains(fstab, "x-systemd.makefs") {
 		t.Errorf("fstab:\n%s", fstab)
@@ -147,6 +165,17 @@ func TestPrepare(t *testing.T) {
 	}
 	if len(added) < 10 {
 		t.Errorf("additions: %v", added)
+	}
+}
+
+// TestEarlyInitNeedsShell: a base without /bin/sh cannot run the early init; the build says so
+// instead of making an image whose kernel panics.
+func TestEarlyInitNeedsShell(t *testing.T) {
+	tr := baseTree(t)
+	tr.Remove("usr/bin/sh")
+	_, err := Prepare(tr, SystemInput{Release: Release{DataPartUUID: "cafe0001-07"}, Epoch: epoch, Agent: tree.Bytes("x"), AgentSize: 1})
+	if err == nil || !strings.Contains(err.Error(), "/bin/sh") {
+		t.Fatalf("error %v", err)
 	}
 }
 

@@ -55,6 +55,85 @@ type SystemInput struct {
 	GrowRequiredBy []string
 }
 
+// EarlyInit is the image path of the early init: the kernel runs it as PID 1 (init= on the
+// kernel command line, see InitArg) and it hands over to systemd at once.
+const EarlyInit = "usr/lib/edgeimg/init"
+
+// InitArg is the kernel argument that runs EarlyInit.
+const InitArg = "init=/" + EarlyInit
+
+// earlyInit installs EarlyInit. systemd reads /etc/machine-id before any unit runs, long
+// before the data partition is mounted; without this, every boot after the first starts
+// with a random transient machine-id (the journal and every "first boot" check see a new
+// machine). The script reads the kept id from the data partition, mounted read-only for a
+// moment, and binds it over the slot's empty /etc/machine-id. On the first boot (no
+// filesystem yet) or on any failure it does nothing and systemd proceeds as usual: it must
+// never keep the device from booting.
+func (p *prep) earlyInit(dataUUID string) {
+	if p.err != nil {
+		return
+	}
+	for _, need := range []string{"bin/sh", "sbin/init", "bin/mount"} {
+		if !p.exists(need) {
+			p.err = fmt.Errorf("rootfs: the base has no /%s, which the early init needs", need)
+			return
+		}
+	}
+	p.file(EarlyInit, 0o755, strings.ReplaceAll(earlyInitScript, "@DATA@", "PARTUUID="+dataUUID))
+}
+
+// exists reports whether path names something in the tree, following symlinks, its parents'
+// included (merged /usr: /sbin/init → /lib/systemd/systemd, /lib → usr/lib).
+func (p *prep) exists(path string) bool {
+	for i := 0; i < 40; i++ {
+		q, err := resolveParents(p.t, path)
+		if err != nil {
+			return false
+		}
+		e := p.t.Get(q)
+		if e == nil {
+			return false
+		}
+		if e.Kind != tree.Symlink {
+			return true
+		}
+		if strings.HasPrefix(e.Linkname, "/") {
+			path = tree.Clean(e.Linkname)
+		} else {
+			path = tree.Clean(pathDir(q) + "/" + e.Linkname)
+		}
+	}
+	return false
+}
+
+func pathDir(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+const earlyInitScript = `#!/bin/sh
+# edgeimg early init (kernel command line init=/usr/lib/edgeimg/init): gives systemd this
+# device's machine-id, kept on the data partition, before systemd reads /etc/machine-id.
+# It changes nothing else and always ends in systemd, whatever fails.
+data=@DATA@
+[ -r /proc/self/mountinfo ] || mount -t proc proc /proc 2>/dev/null
+grep -q ' /run ' /proc/self/mountinfo 2>/dev/null || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run 2>/dev/null
+if mkdir -p /run/edgeimg/data 2>/dev/null && mount -t ext4 -o ro,noload,nosuid,nodev,noexec "$data" /run/edgeimg/data 2>/dev/null; then
+	id=$(head -c 64 /run/edgeimg/data/lib/edgeimg/machine-id 2>/dev/null)
+	umount /run/edgeimg/data 2>/dev/null
+	case "$id" in
+	*[!0-9a-f]*|"") ;;
+	*) if [ ${#id} -eq 32 ] && printf '%s\n' "$id" >/run/machine-id; then
+		mount --bind /run/machine-id /etc/machine-id 2>/dev/null
+	fi ;;
+	esac
+fi
+rmdir /run/edgeimg/data /run/edgeimg 2>/dev/null
+exec /sbin/init "$@"
+`
+
 // masked are units of Raspberry Pi OS and Debian that would write to the read-only root, ask
 // for input on a headless device, or fight K3s (swap); they are masked.
 var masked = []string{
@@ -111,6 +190,7 @@ func Prepare(t *tree.Tree, in SystemInput) ([]string, error) {
 		}
 	}
 	p.file("etc/systemd/system/edgeimg-machine-id.service", 0o644, machineIDUnit)
+	p.earlyInit(in.Release.DataPartUUID)
 	p.wants("sysinit.target", "edgeimg-machine-id.service", "/etc/systemd/system/edgeimg-machine-id.service")
 	for _, m := range masked {
 		p.symlink("/dev/null", "etc/systemd/system/"+m)
@@ -230,6 +310,15 @@ func (p *prep) moveVar() {
 		c.Path = FactoryVar + strings.TrimPrefix(e.Path, "var")
 		if c.Kind == tree.Hardlink && strings.HasPrefix(c.Linkname, "var/") {
 			c.Linkname = FactoryVar + strings.TrimPrefix(c.Linkname, "var")
+		}
+		// A relative symlink out of /var (log/README → ../../usr/share/doc/…) would dangle
+		// in the factory copy: it becomes absolute. Links within /var stay relative, so they
+		// work both in the factory copy and once copied to /var.
+		if c.Kind == tree.Symlink && !strings.HasPrefix(c.Linkname, "/") {
+			abs := "/" + tree.Clean(pathDir(e.Path)+"/"+c.Linkname)
+			if abs != "/var" && !strings.HasPrefix(abs, "/var/") {
+				c.Linkname = abs
+			}
 		}
 		moved = append(moved, &c)
 	}
@@ -372,7 +461,7 @@ Conflicts=shutdown.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -ec 'f=/var/lib/edgeimg/machine-id; mkdir -p /var/lib/edgeimg; if [ ! -s $$f ]; then cat /etc/machine-id > $$f.tmp; sync $$f.tmp; mv $$f.tmp $$f; fi; mount --bind $$f /etc/machine-id'
+ExecStart=/bin/sh -ec 'f=/var/lib/edgeimg/machine-id; mkdir -p /var/lib/edgeimg; if [ ! -s $$f ]; then cat /etc/machine-id > $$f.tmp; sync $$f.tmp; mv $$f.tmp $$f; fi; [ "$$(cat /etc/machine-id)" = "$$(cat $$f)" ] || mount --bind $$f /etc/machine-id'
 `
 
 const watchdogConf = `# edgeimg: systemd pets the Pi's hardware watchdog (config.txt dtparam=watchdog=on); a hung
