@@ -14,6 +14,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat16"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
+	"github.com/edgeimg/edgeimg/builder/fatfs"
 	"github.com/edgeimg/edgeimg/builder/tree"
 )
 
@@ -261,22 +262,5 @@ func checkFATChains(r io.ReaderAt, p Partition) error {
 	if bits == 12 && n > 0 {
 		n-- // the last 12-bit entry may straddle the end
 	}
-	state := make([]uint8, n) // 0 unseen, 1 on the current chain, 2 known to end
-	var chain []uint32
-	for c := uint32(2); c < n; c++ {
-		chain = chain[:0]
-		cur := c
-		for cur >= 2 && cur < n && state[cur] == 0 {
-			state[cur] = 1
-			chain = append(chain, cur)
-			cur = next(cur)
-		}
-		if cur >= 2 && cur < n && state[cur] == 1 {
-			return fmt.Errorf("cluster chain through cluster %d loops back on itself", cur)
-		}
-		for _, x := range chain {
-			state[x] = 2
-		}
-	}
-	return nil
+	return fatfs.CheckChains(n, next)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/edgeimg/edgeimg/builder/fatfs"
 )
 
 // maxFATBytes bounds the FAT that checkFAT32 reads (a 32 GiB card's FAT32 with 32 KiB
@@ -52,22 +54,5 @@ func checkFAT32(r io.ReaderAt, start, size int64) error {
 		n = clusters
 	}
 	next := func(c uint32) uint32 { return binary.LittleEndian.Uint32(fat[4*c:]) & 0x0fffffff }
-	state := make([]uint8, n) // 0 unseen, 1 on the current chain, 2 known to end
-	var chain []uint32
-	for c := uint32(2); c < n; c++ {
-		chain = chain[:0]
-		cur := c
-		for cur >= 2 && cur < n && state[cur] == 0 {
-			state[cur] = 1
-			chain = append(chain, cur)
-			cur = next(cur)
-		}
-		if cur >= 2 && cur < n && state[cur] == 1 {
-			return fmt.Errorf("the cluster chain through cluster %d loops", cur)
-		}
-		for _, x := range chain {
-			state[x] = 2
-		}
-	}
-	return nil
+	return fatfs.CheckChains(n, next)
 }

@@ -16,17 +16,17 @@ func baseTree(t *testing.T) *tree.Tree {
 	t.Helper()
 	tr := tree.New()
 	files := map[string]string{
-		"etc/passwd":                     "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\napp:x:999:999::/nonexistent:/usr/sbin/nologin\n",
-		"etc/shadow":                     "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\napp:*:19000:0:99999:7:::\n",
-		"etc/group":                      "root:x:0:\nsudo:x:27:\nadm:x:4:syslog\napp:x:999:\n",
-		"etc/gshadow":                    "root:*::\nsudo:*::\nadm:*::syslog\napp:!::\n",
-		"etc/hosts":                      "127.0.0.1 localhost\n127.0.1.1 raspberrypi\n",
-		"usr/lib/os-release":             "ID=debian\nVERSION_CODENAME=bookworm\n",
-		"var/lib/dpkg/status":            "Package: bash\n",
-		"var/cache/apt/pkgcache.bin":     "x",
-		"var/backups/passwd.bak":         "x",
-		"etc/ssh/ssh_host_rsa_key":       "secret",
-		"etc/ssh/sshd_config":            "Include /etc/ssh/sshd_config.d/*.conf\n",
+		"etc/passwd":                         "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\napp:x:999:999::/nonexistent:/usr/sbin/nologin\n",
+		"etc/shadow":                         "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\napp:*:19000:0:99999:7:::\n",
+		"etc/group":                          "root:x:0:\nsudo:x:27:\nadm:x:4:syslog\napp:x:999:\n",
+		"etc/gshadow":                        "root:*::\nsudo:*::\nadm:*::syslog\napp:!::\n",
+		"etc/hosts":                          "127.0.0.1 localhost\n127.0.1.1 raspberrypi\n",
+		"usr/lib/os-release":                 "ID=debian\nVERSION_CODENAME=bookworm\n",
+		"var/lib/dpkg/status":                "Package: bash\n",
+		"var/cache/apt/pkgcache.bin":         "x",
+		"var/backups/passwd.bak":             "x",
+		"etc/ssh/ssh_host_rsa_key":           "secret",
+		"etc/ssh/sshd_config":                "Include /etc/ssh/sshd_config.d/*.conf\n",
 		"usr/lib/systemd/system/ssh.service": "[Unit]\n",
 	}
 	for p, c := range files {
