@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,6 +31,8 @@ type Result struct {
 	Image string
 	// Compressed is the path of the compressed image ("" when output.compress is none).
 	Compressed string
+	// Update is the path of the signed OTA bundle NAME-BOARD.update ("" without ota.signingKey).
+	Update string
 	// Report is the build report, also written as NAME-BOARD.report.json.
 	Report *Report
 	// Lock pins what this build resolved (edgeimg.lock): the base's URL, and with K3s the k3s
@@ -74,6 +77,12 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 		clock.lap("k3s")
 	}
 
+	// 1c. The OTA keys (ota.signingKey, ota.trustedKeys), checked before the long work.
+	otaK, err := loadOTA(s)
+	if err != nil {
+		return nil, err
+	}
+
 	// 2. Read the base: its boot partition and its root filesystem, with full metadata.
 	img, err := base.Open(src.RawPath)
 	if err != nil {
@@ -106,6 +115,10 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
+	otaAdded, err := installOTAKeys(root, otaK, epoch)
+	if err != nil {
+		return nil, err
+	}
 	clock.lap("assemble")
 
 	// 7. The boot partitions of both slots and the config partition.
@@ -127,9 +140,19 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 	}
 	clock.lap("write")
 
+	// 8b. The signed update bundle, NAME-BOARD.update, from the slot A partitions just written.
+	update, err := writeBundle(ctx, stage, base, s, board, lay, disk, stage.path(base+".img"), fats[hw.RoleBootA], otaK)
+	if err != nil {
+		return nil, err
+	}
+	if update != "" {
+		clock.lap("bundle")
+	}
+
 	// 9. Publish: checksum, compress, report, then move everything into place.
-	rep := newReport(s, board, src, agent, lay, disk, release.Additions, epoch, o.version)
+	rep := newReport(s, board, src, agent, lay, disk, append(slices.Clip(release.Additions), otaAdded...), epoch, o.version)
 	rep.Warnings = append(rep.Warnings, bomWarnings...)
+	rep.Warnings = append(rep.Warnings, otaWarnings(otaK)...)
 	rep.K3s = k3sOut.report()
 	extras := map[string][]byte{base + ".spdx.json": bom.JSON()}
 	res, err := publish(ctx, stage, outDir, base, s.Output.Compress, disk.SHA256, extras, rep, clock, o)
@@ -137,6 +160,9 @@ func Build(ctx context.Context, s *spec.Spec, opts ...Option) (*Result, error) {
 		return nil, err
 	}
 	res.Lock = buildLock(s, src, k3sOut)
+	if update != "" {
+		res.Update = filepath.Join(outDir, update)
+	}
 	return res, nil
 }
 
@@ -341,7 +367,13 @@ func openAgent(p string) (*agentBinary, error) {
 
 // staging is a temporary directory inside the output directory: outputs are written there
 // and renamed into place only when all of them are complete.
-type staging struct{ dir string }
+type staging struct {
+	dir   string
+	added []Output // big outputs written into the staging directory by a stage (the OTA bundle)
+}
+
+// add records a file a stage wrote into the staging directory, for SHA256SUMS and the report.
+func (s *staging) add(o Output) { s.added = append(s.added, o) }
 
 func newStaging(outDir string) (*staging, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {

@@ -139,7 +139,7 @@ func payloadInputs(s *spec.Spec, pins *lock.Lock, cacheDir string) (payload.Inpu
 		K3sVersion: s.K3s.Version, Manifests: s.ManifestPaths(), Images: s.Images,
 		Mirrors: s.Registries.Mirrors, Auth: auth, CacheDir: filepath.Join(cacheDir, "images"),
 		Board: board, AllowOvercommit: s.Plan.AllowOvercommit, Role: s.K3s.Role,
-		CertManager: s.CertManager.Enabled != nil && *s.CertManager.Enabled,
+		CertManager: s.CertManager.Enabled != nil && *s.CertManager.Enabled, CertManagerVersion: s.CertManager.Version,
 	}
 	if pins != nil {
 		in.Pins = pins.Images

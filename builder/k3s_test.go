@@ -28,6 +28,7 @@ import (
 	"github.com/edgeimg/edgeimg/images"
 	"github.com/edgeimg/edgeimg/internal/testutil"
 	"github.com/edgeimg/edgeimg/manifests"
+	"github.com/edgeimg/edgeimg/manifests/certmanager"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -123,6 +124,11 @@ func newK3sWorld(t *testing.T) *k3sWorld {
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}})
 	push(manifests.TelemetryImage, nil, idx)
 	w.arm[manifests.TelemetryImage], _ = arm.Digest()
+	cm, err := images.CertManagerImages(certmanager.DefaultVersion) // on by default
+	must(t, err)
+	for _, ref := range cm {
+		push(ref, armImage(t, "arm64"), nil)
+	}
 	push("docker.io/acme/amd64only:v1", armImage(t, "amd64"), nil)
 	push("docker.io/acme/extra:v1", armImage(t, "arm64"), nil)
 
@@ -156,8 +162,9 @@ registries:
   mirrors:
     docker.io: %s
     ghcr.io: %s
+    quay.io: %s
   writeRegistriesYaml: true
-%s`, w.rel.URL, testK3sVersion, example, w.reg.URL, w.reg.URL, extra)
+%s`, w.rel.URL, testK3sVersion, example, w.reg.URL, w.reg.URL, w.reg.URL, extra)
 }
 
 func TestBuildK3s(t *testing.T) {
@@ -175,8 +182,8 @@ func TestBuildK3s(t *testing.T) {
 	if got := l.Downloads[w.rel.URL+"/k3s-io/k3s/releases/download/"+testK3sVersion+"/k3s-arm64"]; got != hex.EncodeToString(sum[:]) {
 		t.Errorf("lock download of k3s-arm64 = %q; lock %+v", got, l.Downloads)
 	}
-	if len(l.Images) != 9 {
-		t.Errorf("lock pins %d images, want 8 system + telemetry: %v", len(l.Images), l.Images)
+	if len(l.Images) != 14 {
+		t.Errorf("lock pins %d images, want 8 system + telemetry + 5 cert-manager: %v", len(l.Images), l.Images)
 	}
 	for ref, d := range w.pushed {
 		if strings.Contains(ref, "acme") {
@@ -190,7 +197,7 @@ func TestBuildK3s(t *testing.T) {
 
 	// The report lists every image with its digest; the SBOM lists them and k3s.
 	k := res.Report.K3s
-	if k == nil || len(k.Images) != 9 || k.Version != testK3sVersion || k.Role != "server" || !k.Plan.Fits {
+	if k == nil || len(k.Images) != 14 || k.Version != testK3sVersion || k.Role != "server" || !k.Plan.Fits {
 		t.Fatalf("report k3s: %+v", k)
 	}
 	spdx, err := os.ReadFile(filepath.Join(dir, "out", "gw-rpi4.spdx.json"))
@@ -337,7 +344,7 @@ func TestBuildK3s(t *testing.T) {
 	}
 	res3, err := build(t, dir, w.spec(t, extra), WithLock(l, "edgeimg.lock"), WithUpdateLock(), WithOutputDir(filepath.Join(dir, "out3")))
 	must(t, err)
-	if res3.Lock.Images["docker.io/acme/extra:v1"] != w.pushed["docker.io/acme/extra:v1"].String() || len(res3.Lock.Images) != 10 {
+	if res3.Lock.Images["docker.io/acme/extra:v1"] != w.pushed["docker.io/acme/extra:v1"].String() || len(res3.Lock.Images) != 15 {
 		t.Errorf("updated lock: %v", res3.Lock.Images)
 	}
 }

@@ -202,6 +202,11 @@ func publish(ctx context.Context, stage *staging, outDir, name, compress, diskSu
 		rep.Outputs = append(rep.Outputs, Output{File: n, Size: int64(len(b)), SHA256: esum})
 		files = append(files, n)
 	}
+	for _, a := range stage.added {
+		sums[a.File] = a.SHA256
+		rep.Outputs = append(rep.Outputs, a)
+		files = append(files, a.File)
+	}
 	if _, err := output.AtomicWrite(stage.path("SHA256SUMS"), func(w io.Writer) error {
 		_, err := w.Write(output.SHA256Sums(sums))
 		return err

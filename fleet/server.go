@@ -34,6 +34,9 @@ type Server struct {
 	limiter *limiter
 	reg     *prometheus.Registry
 	m       metrics
+	// dashboard (dashboard.go)
+	links        *loginLinks
+	loginLimiter *limiter
 }
 
 type options struct {
@@ -120,6 +123,7 @@ func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /v1/admin/devices/{id}/role", s.admin(s.roleDevice))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.routeDashboard()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(http.StatusNotFound, "not_found", "no route %s %s", r.Method, r.URL.Path))
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeimg/edgeimg/builder/lock"
 	"github.com/edgeimg/edgeimg/builder/tree"
 	"github.com/edgeimg/edgeimg/images"
+	"github.com/edgeimg/edgeimg/manifests/certmanager"
 	"github.com/edgeimg/edgeimg/manifests/check"
 	"github.com/edgeimg/edgeimg/manifests/plan"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -47,8 +48,11 @@ type Inputs struct {
 	// Board and AllowOvercommit drive the memory plan.
 	Board           plan.Board
 	AllowOvercommit bool
-	// CertManager adds cert-manager to the plan.
+	// CertManager installs cert-manager: its HelmChart (the chart inside) and CA issuers
+	// are added to the manifests, its images to the pulls, and it is counted in the plan.
 	CertManager bool
+	// CertManagerVersion is the cert-manager release; default certmanager.DefaultVersion.
+	CertManagerVersion string
 	// Locked makes an image without a pin in Pins an error (*lock.StaleError) instead of a
 	// tag resolved in the registry: the lock file is stale.
 	Locked bool
@@ -78,7 +82,7 @@ type Result struct {
 //  3. make the memory plan and fail when it does not fit;
 //  4. pull the K3s system images, the manifests' images and the extra images for linux/arm64;
 //  5. write one air-gap archive per image into ImagesDir;
-//  6. write the manifests (and generated LimitRanges) into ManifestsDir.
+//  6. write the manifests (and generated LimitRanges, and cert-manager's) into ManifestsDir.
 func Assemble(ctx context.Context, in Inputs, t *tree.Tree) (Result, error) {
 	// 1.–4.
 	res, found, err := resolve(ctx, in)
@@ -95,7 +99,11 @@ func Assemble(ctx context.Context, in Inputs, t *tree.Tree) (Result, error) {
 		}
 	}
 	// 6.
-	if err := putManifests(t, in.Manifests, found, in.Epoch); err != nil {
+	extra, err := certManagerManifests(in)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := putManifests(t, in.Manifests, extra, found, in.Epoch); err != nil {
 		return Result{}, fmt.Errorf("writing manifests: %w", err)
 	}
 	return res, nil
@@ -110,9 +118,9 @@ func Resolve(ctx context.Context, in Inputs) (Result, error) {
 
 // Plan runs steps 1 to 3 of Assemble without checking the plan: what `edgeimg plan` shows.
 func Plan(in Inputs) (plan.Plan, error) {
-	objs, err := check.Load(in.Manifests)
+	objs, err := load(in)
 	if err != nil {
-		return plan.Plan{}, fmt.Errorf("decoding manifests: %w", err)
+		return plan.Plan{}, err
 	}
 	if _, err := check.Check(objs); err != nil {
 		return plan.Plan{}, fmt.Errorf("checking manifests: %w", err)
@@ -120,11 +128,50 @@ func Plan(in Inputs) (plan.Plan, error) {
 	return plan.Make(in.Board, objs, plan.Options{Role: in.Role, CertManager: in.CertManager}), nil
 }
 
-func resolve(ctx context.Context, in Inputs) (Result, check.Result, error) {
-	// 1.
+// load decodes the manifests, and cert-manager's when it is on.
+func load(in Inputs) ([]check.Object, error) {
 	objs, err := check.Load(in.Manifests)
 	if err != nil {
-		return Result{}, check.Result{}, fmt.Errorf("decoding manifests: %w", err)
+		return nil, fmt.Errorf("decoding manifests: %w", err)
+	}
+	extra, err := certManagerManifests(in)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range extra {
+		o, err := check.Decode(m.Name, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("decoding cert-manager's manifests: %w", err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs, nil
+}
+
+// certManagerManifests returns cert-manager's manifests when in.CertManager, else none.
+func certManagerManifests(in Inputs) ([]certmanager.Manifest, error) {
+	if !in.CertManager {
+		return nil, nil
+	}
+	ms, err := certmanager.Manifests(certManagerVersion(in))
+	if err != nil {
+		return nil, fmt.Errorf("certManager.version: %w", err)
+	}
+	return ms, nil
+}
+
+func certManagerVersion(in Inputs) string {
+	if in.CertManagerVersion == "" {
+		return certmanager.DefaultVersion
+	}
+	return in.CertManagerVersion
+}
+
+func resolve(ctx context.Context, in Inputs) (Result, check.Result, error) {
+	// 1.
+	objs, err := load(in)
+	if err != nil {
+		return Result{}, check.Result{}, err
 	}
 	// 2.
 	found, err := check.Check(objs)
@@ -163,6 +210,16 @@ func requests(in Inputs, found check.Result) ([]images.Request, error) {
 	var reqs []images.Request
 	for _, r := range system {
 		reqs = append(reqs, images.Request{Ref: r, UsedBy: []string{"images/k3s/" + in.K3sVersion + ".txt"}})
+	}
+	if in.CertManager {
+		v := certManagerVersion(in)
+		list, err := images.CertManagerImages(v)
+		if err != nil {
+			return nil, fmt.Errorf("certManager.version: %w", err)
+		}
+		for _, r := range list {
+			reqs = append(reqs, images.Request{Ref: r, UsedBy: []string{"images/certmanager/" + v + ".txt"}})
+		}
 	}
 	for _, u := range found.Images {
 		reqs = append(reqs, images.Request{Ref: u.Ref, UsedBy: []string{u.File}})
@@ -217,9 +274,9 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// putManifests copies each manifest file under a name derived from its path, and the
-// generated LimitRanges as edgeimg-limitranges.yaml.
-func putManifests(t *tree.Tree, paths []string, found check.Result, epoch time.Time) error {
+// putManifests copies each manifest file under a name derived from its path, adds the
+// generated ones (cert-manager's), and the generated LimitRanges as edgeimg-limitranges.yaml.
+func putManifests(t *tree.Tree, paths []string, extra []certmanager.Manifest, found check.Result, epoch time.Time) error {
 	if err := t.MkdirAll(ManifestsDir, epoch); err != nil {
 		return err
 	}
@@ -237,6 +294,15 @@ func putManifests(t *tree.Tree, paths []string, found check.Result, epoch time.T
 			return err
 		}
 		if err := t.Put(&tree.Entry{Path: name, Kind: tree.Regular, Mode: 0o644, ModTime: epoch, Size: st.Size(), Content: tree.File(f[0])}); err != nil {
+			return err
+		}
+	}
+	for _, m := range extra {
+		name := path.Join(ManifestsDir, m.Name)
+		if t.Get(name) != nil {
+			return fmt.Errorf("%s: a manifest of the spec has the name edgeimg gives cert-manager's; rename it", m.Name)
+		}
+		if err := t.WriteFile(name, m.Data, 0o644, epoch); err != nil {
 			return err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeimg/edgeimg/builder/tree"
 	"github.com/edgeimg/edgeimg/images"
 	"github.com/edgeimg/edgeimg/manifests"
+	"github.com/edgeimg/edgeimg/manifests/certmanager"
 	"github.com/edgeimg/edgeimg/manifests/plan"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -72,6 +73,13 @@ func TestAssemble(t *testing.T) {
 		push(host + "/" + strings.TrimPrefix(s, "docker.io/"))
 	}
 	push(host + "/ghcr/" + strings.TrimPrefix(manifests.TelemetryImage, "ghcr.io/"))
+	cm, err := images.CertManagerImages(certmanager.DefaultVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cm {
+		push(host + "/quay/" + strings.TrimPrefix(s, "quay.io/"))
+	}
 
 	dir := t.TempDir()
 	mf := filepath.Join(dir, "telemetry.yaml")
@@ -81,7 +89,7 @@ func TestAssemble(t *testing.T) {
 	board, _ := plan.RPi4(4)
 	in := Inputs{
 		K3sVersion: "v1.31.4+k3s1", Manifests: []string{dir}, CacheDir: t.TempDir(), Board: board, CertManager: true,
-		Mirrors:     map[string]string{"docker.io": srv.URL, "ghcr.io": srv.URL + "/ghcr"},
+		Mirrors:     map[string]string{"docker.io": srv.URL, "ghcr.io": srv.URL + "/ghcr", "quay.io": srv.URL + "/quay"},
 		Epoch:       time.Unix(1700000000, 0),
 		PullOptions: []images.Option{images.WithKeychain(authn.NewMultiKeychain())},
 	}
@@ -90,8 +98,8 @@ func TestAssemble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Images) != 9 {
-		t.Fatalf("%d images", len(res.Images))
+	if len(res.Images) != 14 {
+		t.Fatalf("%d images, want 8 K3s, telemetry and 5 cert-manager", len(res.Images))
 	}
 	for _, img := range res.Images {
 		p := ImagesDir + "/" + images.ArchiveName(img)
@@ -108,6 +116,11 @@ func TestAssemble(t *testing.T) {
 		}
 		if img.Platform.Architecture != "arm64" || strings.Contains(strings.Join(img.Names, " "), host) {
 			t.Errorf("%s: %v %v", img.Ref, img.Platform, img.Names)
+		}
+	}
+	for _, m := range []string{certmanager.ChartFile, certmanager.IssuersFile} {
+		if tr.Get(ManifestsDir+"/"+m) == nil {
+			t.Errorf("cert-manager's %s not in the tree", m)
 		}
 	}
 	if tr.Get(ManifestsDir+"/telemetry.yaml") == nil {

@@ -151,6 +151,7 @@ func (s *Spec) resolvePaths(dir string) {
 	s.Output.Dir = abs(s.Output.Dir)
 	s.Fleet.resolvePaths(dir)
 	s.resolveK3sPaths(abs)
+	s.OTA.resolvePaths(abs)
 }
 
 var urlSchemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)

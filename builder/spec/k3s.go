@@ -47,12 +47,14 @@ type K3sBinary struct {
 
 // CertManager says whether cert-manager is installed with the K3s payload.
 type CertManager struct {
-	// Version is the cert-manager release ("v1.16.2"). Default DefaultCertManagerVersion.
-	Version string `yaml:"version,omitempty" json:"version,omitempty" jsonschema_description:"The cert-manager release, e.g. v1.16.2. Default v1.16.2."`
+	// Version is the cert-manager release ("v1.16.2"): edgeimg ships its chart and image
+	// list (manifests/certmanager, images/certmanager). Default DefaultCertManagerVersion.
+	Version string `yaml:"version,omitempty" json:"version,omitempty" jsonschema_description:"The cert-manager release, e.g. v1.16.2; edgeimg must have its chart and image list. Default v1.16.2."`
 
-	// Enabled turns cert-manager on. This version of edgeimg does not ship cert-manager yet:
-	// enabled: true is refused, and the default is false.
-	Enabled *bool `yaml:"enabled,omitempty" json:"enabled,omitempty" jsonschema_description:"Turns cert-manager on. Not shipped by this version of edgeimg yet: true is refused; default false."`
+	// Enabled installs cert-manager (air-gapped: the chart inside a K3s HelmChart, its
+	// images pre-pulled) and a self-signed CA ClusterIssuer, edgeimg-ca. Default true when
+	// the spec has a k3s section; enabled: false turns it off.
+	Enabled *bool `yaml:"enabled,omitempty" json:"enabled,omitempty" jsonschema_description:"Installs cert-manager (air-gapped) and the self-signed CA ClusterIssuer edgeimg-ca. Default true with k3s; false turns it off."`
 }
 
 // Hardware describes the board variant the image is for.
@@ -150,7 +152,7 @@ func (s *Spec) setK3sDefaults() {
 		s.CertManager.Version = DefaultCertManagerVersion
 	}
 	if s.CertManager.Enabled == nil {
-		s.CertManager.Enabled = ptr(false)
+		s.CertManager.Enabled = ptr(true)
 	}
 	if k.Version == "" {
 		k.Version = DefaultK3sVersion
@@ -222,9 +224,8 @@ func (v *validator) certManager(cm CertManager) {
 		v.add("certManager.version", "must be set")
 	} else if !semverRE.MatchString(cm.Version) {
 		v.addf("certManager.version", "%q is not a release version such as v1.16.2", cm.Version)
-	}
-	if cm.Enabled != nil && *cm.Enabled {
-		v.add("certManager.enabled", "cert-manager is not shipped by this version of edgeimg yet: leave it out or set enabled: false")
+	} else if cm.Enabled != nil && *cm.Enabled && !slices.Contains(images.CertManagerVersions(), cm.Version) {
+		v.addf("certManager.version", "%q: edgeimg has no chart and image list for it (supported: %s; or set enabled: false)", cm.Version, strings.Join(images.CertManagerVersions(), ", "))
 	}
 }
 
@@ -364,9 +365,8 @@ func (K3sBinary) JSONSchemaExtend(s *jsonschema.Schema) {
 
 // JSONSchemaExtend adds the constraints Validate checks to the schema of CertManager.
 func (CertManager) JSONSchemaExtend(s *jsonschema.Schema) {
-	s.Description = "cert-manager, installed with the K3s payload (not shipped yet)."
+	s.Description = "cert-manager, installed air-gapped with the K3s payload (on by default), with a self-signed CA ClusterIssuer."
 	prop(s, "version").Pattern = semverPattern
-	prop(s, "enabled").Const = false
 }
 
 // JSONSchemaExtend describes Hardware.

@@ -20,7 +20,7 @@ func TestK3sDefaults(t *testing.T) {
 	if k.Version != DefaultK3sVersion || k.Role != "server" || k.Binary.URL != "https://github.com/k3s-io/k3s/releases/download/v1.31.4+k3s1/k3s-arm64" {
 		t.Errorf("k3s defaults: %+v", k)
 	}
-	if s.Hardware.RAM != 4*GiB || s.CertManager.Version != "v1.16.2" || s.CertManager.Enabled == nil || *s.CertManager.Enabled {
+	if s.Hardware.RAM != 4*GiB || s.CertManager.Version != "v1.16.2" || s.CertManager.Enabled == nil || !*s.CertManager.Enabled {
 		t.Errorf("defaults: %+v %+v", s.Hardware, s.CertManager)
 	}
 
@@ -70,12 +70,36 @@ registries:
 		`images[0]: image reference "nginx"`,
 		`images[2]: "x/y:1" is already images[1]`,
 		`certManager.version: "1.16" is not a release version`,
-		`certManager.enabled: cert-manager is not shipped`,
 		`hardware.ram: 3GiB is not a variant of rpi4 (2GiB, 4GiB, 8GiB)`,
 		`registries.mirrors: "Bad Host" is not a registry host`,
 		`registries.mirrors.docker.io: "localhost:5000" is not an http(s)://host[:port][/prefix] URL`,
 		`registries.auth.ghcr.io.password: must be set with username`,
 	)
+}
+
+// cert-manager is on by default with k3s; a release edgeimg has no chart for is an error
+// unless cert-manager is off.
+func TestCertManagerVersions(t *testing.T) {
+	for text, want := range map[string]string{
+		"certManager: {version: v1.15.0}":                 `certManager.version: "v1.15.0": edgeimg has no chart and image list for it (supported: v1.16.2; or set enabled: false)`,
+		"certManager: {version: v1.15.0, enabled: true}":  `certManager.version: "v1.15.0": edgeimg has no chart and image list for it`,
+		"certManager: {version: v1.15.0, enabled: false}": "",
+		"certManager: {enabled: false}":                   "",
+		"certManager: {version: v1.16.2}":                 "",
+	} {
+		s, err := Decode(strings.NewReader("name: a\nboard: rpi4\nk3s: {}\n"+text+"\n"), "cm.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetDefaults(testDefaults)
+		if want == "" {
+			if err := s.Validate(); err != nil {
+				t.Errorf("%s: %v", text, err)
+			}
+			continue
+		}
+		wantErrs(t, s.Validate(), want)
+	}
 }
 
 func TestK3sManifestPathsResolved(t *testing.T) {

@@ -59,7 +59,7 @@ type Spec struct {
 	Images []string `yaml:"images,omitempty" json:"images,omitempty" jsonschema_description:"Extra images shipped for linux/arm64 (those the manifests use are found automatically); pinned by tag or digest, never latest."`
 
 	// CertManager says whether cert-manager is installed.
-	CertManager CertManager `yaml:"certManager,omitempty" json:"certManager,omitzero" jsonschema_description:"cert-manager, installed with the K3s payload (not shipped yet)."`
+	CertManager CertManager `yaml:"certManager,omitempty" json:"certManager,omitzero" jsonschema_description:"cert-manager, installed air-gapped with the K3s payload (on by default with k3s), with a self-signed CA ClusterIssuer."`
 
 	// Hardware is the board variant the memory plan is checked against.
 	Hardware Hardware `yaml:"hardware,omitempty" json:"hardware,omitzero" jsonschema_description:"The board variant the memory plan is checked against."`
@@ -69,6 +69,10 @@ type Spec struct {
 
 	// Registries says where image pulls go (mirrors, credentials).
 	Registries Registries `yaml:"registries,omitempty" json:"registries,omitzero" jsonschema_description:"Where image pulls go: mirrors and credentials, for build sites with their own registry."`
+
+	// OTA configures signed over-the-air updates (see ota.go); without it the build writes
+	// no update bundle and devices accept none.
+	OTA *OTA `yaml:"ota,omitempty" json:"ota,omitempty" jsonschema_description:"Signed over-the-air updates: signing key, trusted keys, trial-boot health timeout. Without it no update bundle is written."`
 
 	// Dir is the absolute directory of the spec file, against which its relative paths were
 	// resolved; empty for a spec that did not come from a file (Decode).
@@ -200,6 +204,7 @@ func (s *Spec) SetDefaults(d Defaults) {
 	}
 	s.Fleet.setDefaults()
 	s.setK3sDefaults()
+	s.OTA.setDefaults()
 }
 
 func or(a, b string) string {

@@ -127,6 +127,7 @@ func (s *Spec) Validate() error {
 
 	v.fleet(s.Fleet)
 	v.k3s(s)
+	v.ota(s.OTA)
 
 	return errors.Join(v.errs...)
 }

@@ -32,6 +32,7 @@ const (
 type SQL struct {
 	db      *sql.DB
 	dialect dialect
+	hb      *batcher
 }
 
 var _ Store = (*SQL)(nil)
@@ -70,6 +71,7 @@ func Open(ctx context.Context, dbURL string) (*SQL, error) {
 		q.Set("_synchronous", "FULL")
 		q.Set("_txlock", "immediate")
 		q.Set("_foreign_keys", "1")
+		q.Add("_pragma", "cache_size(-65536)") // 64 MiB of pages: the devices and recent heartbeats of a large fleet
 		s.db, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 		if err != nil {
 			return nil, fmt.Errorf("opening %s: %w", path, err)
@@ -82,14 +84,25 @@ func Open(ctx context.Context, dbURL string) (*SQL, error) {
 		s.db.Close()
 		return nil, err
 	}
+	writers := 1
+	if s.dialect == postgres {
+		writers = 4
+	}
+	if err := s.startBatcher(ctx, writers); err != nil {
+		s.db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // Ping implements Store.
 func (s *SQL) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
-// Close closes the database.
-func (s *SQL) Close() error { return s.db.Close() }
+// Close writes the heartbeats already queued and closes the database.
+func (s *SQL) Close() error {
+	s.hb.close()
+	return s.db.Close()
+}
 
 // q rewrites ? placeholders for PostgreSQL ($1, $2, …). The SQL of this package has no ? in
 // literals.
@@ -527,39 +540,9 @@ func matches(labels, want map[string]string) bool {
 	return true
 }
 
-// Heartbeat implements Store.
+// Heartbeat implements Store. Heartbeats are written by group commit (see batch.go).
 func (s *SQL) Heartbeat(ctx context.Context, id, keySHA256 string, hb api.Heartbeat, at time.Time) (api.Device, error) {
-	var out api.Device
-	data := jsonText(hb)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var seq int64
-		err := tx.QueryRowContext(ctx, s.q(`UPDATE devices SET last_seen = ?, version = ?, slot = ?, last_heartbeat = ?, hb_seq = hb_seq + 1
-			WHERE id = ? AND state <> ? AND key_sha256 = ? RETURNING hb_seq`),
-			ns(at), hb.Version, hb.Slot, data, id, api.StateRevoked, keySHA256).Scan(&seq)
-		if errors.Is(err, sql.ErrNoRows) {
-			d, err := scanDevice(tx.QueryRowContext(ctx, s.q(`SELECT `+deviceCols+` FROM devices WHERE id = ?`), id))
-			switch {
-			case err != nil:
-				return fmt.Errorf("device %s: %w", id, err)
-			case d.State == api.StateRevoked:
-				return fmt.Errorf("device %s: %w", id, ErrRevoked)
-			default:
-				return fmt.Errorf("device %s: %w", id, ErrKeyMismatch)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("recording a heartbeat of %s: %w", id, err)
-		}
-		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO heartbeats (device_id, ring, seq, at, data) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (device_id, ring) DO UPDATE SET seq = excluded.seq, at = excluded.at, data = excluded.data`),
-			id, seq%HeartbeatHistory, seq, ns(at), data)
-		if err != nil {
-			return fmt.Errorf("recording a heartbeat of %s: %w", id, err)
-		}
-		out, err = scanDevice(tx.QueryRowContext(ctx, s.q(`SELECT `+deviceCols+` FROM devices WHERE id = ?`), id))
-		return err
-	})
-	return out, err
+	return s.hb.do(ctx, id, keySHA256, hb, at)
 }
 
 // Heartbeats implements Store.

@@ -46,7 +46,9 @@ type Component struct {
 
 // Components of every image. The figures are estimates, not measurements: OS and K3s
 // server follow issue 3 (~500 MB, ~730 MB); the others are rough resident sizes and steady-state
-// CPU to be replaced by numbers measured on a Pi 4.
+// CPU to be replaced by numbers measured on a Pi 4. CertManager is the sum of the requests
+// edgeimg's cert-manager HelmChart sets (controller 64Mi/25m, webhook 32Mi/10m, cainjector
+// 64Mi/25m; manifests/certmanager checks that they agree).
 var (
 	OS          = Component{Name: "os (kernel, systemd, journald, firmware reservations)", Memory: 500 * MiB, MilliCPU: 200}
 	K3sServer   = Component{Name: "k3s server (apiserver, controllers, kine/sqlite, containerd, kubelet)", Memory: 730 * MiB, MilliCPU: 500}

@@ -202,6 +202,9 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	if res.Compressed != "" {
 		fmt.Fprintf(out, "      %s\n", res.Compressed)
 	}
+	if res.Update != "" {
+		fmt.Fprintf(out, "      %s\n", res.Update)
+	}
 	for _, t := range res.Report.Timings {
 		if t.Stage == "total" {
 			fmt.Fprintf(out, "in %.1fs on %d cores\n", t.Seconds, runtime.NumCPU())

@@ -91,7 +91,7 @@ func NewCmdFleet(g *globals) *cobra.Command {
 	token.AddCommand(newCmdTokenCreate(f), newCmdTokenList(f))
 	dev := &cobra.Command{Use: "device", Short: "List, show, label, revoke and reset devices", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
 	dev.AddCommand(newCmdDeviceList(f), newCmdDeviceShow(f), newCmdDeviceLabel(f), newCmdDeviceAction(f, "revoke"), newCmdDeviceAction(f, "reset"))
-	c.AddCommand(newCmdFleetInit(), newCmdFleetServe(g), token, dev)
+	c.AddCommand(newCmdFleetInit(), newCmdFleetServe(g), token, dev, newCmdFleetLoadtest(f), newCmdFleetDashboard(f))
 	return c
 }
 

@@ -97,7 +97,9 @@ func TestLockAndBuild(t *testing.T) {
 	}
 	system, err := images.K3sImages("v1.31.4+k3s1")
 	must(t, err)
-	for _, r := range append(system, manifests.TelemetryImage) {
+	cm, err := images.CertManagerImages("v1.16.2") // cert-manager is on by default
+	must(t, err)
+	for _, r := range append(append(system, manifests.TelemetryImage), cm...) {
 		push(r)
 	}
 	var bin bytes.Buffer
@@ -124,13 +126,13 @@ func TestLockAndBuild(t *testing.T) {
 	must(t, err)
 	example, err := filepath.Abs("../../../manifests/telemetry.yaml")
 	must(t, err)
-	k3s := fmt.Sprintf("k3s:\n  binary: {url: %q}\nmanifests: [%s]\nregistries:\n  mirrors: {docker.io: %q, ghcr.io: %q}\n",
-		rel.URL+"/download/v1.31.4+k3s1/k3s-arm64", example, reg.URL, reg.URL)
+	k3s := fmt.Sprintf("k3s:\n  binary: {url: %q}\nmanifests: [%s]\nregistries:\n  mirrors: {docker.io: %q, ghcr.io: %q, quay.io: %q}\n",
+		rel.URL+"/download/v1.31.4+k3s1/k3s-arm64", example, reg.URL, reg.URL, reg.URL)
 	must(t, os.WriteFile(spec, append(base, k3s...), 0o644))
 	cache := filepath.Join(t.TempDir(), "cache")
 
 	out, _, err := execute(t, "lock", "-c", spec, "--cache-dir", cache)
-	if err != nil || !strings.Contains(out, "9 images, 1 downloads") {
+	if err != nil || !strings.Contains(out, "14 images, 1 downloads") {
 		t.Fatalf("lock: %v\n%s", err, out)
 	}
 	l, err := lock.Read(filepath.Join(dir, lock.FileName))
@@ -154,7 +156,7 @@ func TestLockAndBuild(t *testing.T) {
 		t.Fatalf("build --update-lock: %v\n%s", err, stderr)
 	}
 	l, err = lock.Read(filepath.Join(dir, lock.FileName))
-	if err != nil || len(l.Images) != 10 || l.Images["docker.io/acme/extra:v1"] == "" || !strings.Contains(stderr, "wrote "+filepath.Join(dir, lock.FileName)) {
+	if err != nil || len(l.Images) != 15 || l.Images["docker.io/acme/extra:v1"] == "" || !strings.Contains(stderr, "wrote "+filepath.Join(dir, lock.FileName)) {
 		t.Fatalf("updated lock: %v %+v\n%s", err, l, stderr)
 	}
 }
