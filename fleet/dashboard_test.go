@@ -159,6 +159,13 @@ func TestDashboardLogin(t *testing.T) {
 	if resp, _ := fetch(t, e.browser(t), "GET", e.loginLink(t)+"&next=/devices/x%3Fa", nil, nil); resp.Header.Get("Location") != "/devices/x?a" {
 		t.Errorf("login link next: %q", resp.Header.Get("Location"))
 	}
+	for _, next := range []string{"https://evil.example/", "/\\evil.example", "//evil.example", "evil", "/%0a//evil.example", "javascript:alert(1)"} {
+		resp, _ := fetch(t, e.browser(t), "GET", e.loginLink(t)+"&next="+url.QueryEscape(next), nil, nil)
+		loc := resp.Header.Get("Location")
+		if !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") || strings.HasPrefix(loc, "/\\") || strings.Contains(loc, "evil.example") && loc != "/%0a/evil.example" {
+			t.Errorf("login link next %q: redirected to %q", next, loc)
+		}
+	}
 	if resp, _ := fetch(t, e.browser(t), "GET", e.srv.URL+"/login/link?t=forged.sig", nil, nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("forged login link: %d", resp.StatusCode)
 	}
@@ -313,13 +320,16 @@ func TestDashboardChromium(t *testing.T) {
 			t.Errorf("device DOM lacks %q:\n%s", want, dom)
 		}
 	}
-	png := filepath.Join(tmp, "overview.png")
-	chromium(t, profile, "--window-size=1280,900", "--hide-scrollbars", "--screenshot="+png, e.loginLink(t))
-	data, err := os.ReadFile(png)
-	if err != nil || len(data) < 8 || string(data[1:4]) != "PNG" {
-		t.Fatalf("screenshot: %v (%d bytes)", err, len(data))
-	}
-	if dst := os.Getenv("EDGEIMG_DASHBOARD_SCREENSHOT"); dst != "" {
-		_ = os.WriteFile(dst, data, 0o644)
+	// Screenshots (EDGEIMG_DASHBOARD_SCREENSHOTS=DIR keeps them).
+	for name, next := range map[string]string{"overview.png": "/", "device.png": "/devices/truck-001"} {
+		png := filepath.Join(tmp, name)
+		chromium(t, profile, "--window-size=1280,900", "--hide-scrollbars", "--screenshot="+png, e.loginLink(t)+"&next="+next)
+		data, err := os.ReadFile(png)
+		if err != nil || len(data) < 8 || string(data[1:4]) != "PNG" {
+			t.Fatalf("screenshot %s: %v (%d bytes)", name, err, len(data))
+		}
+		if dst := os.Getenv("EDGEIMG_DASHBOARD_SCREENSHOTS"); dst != "" {
+			_ = os.WriteFile(filepath.Join(dst, name), data, 0o644)
+		}
 	}
 }
