@@ -122,7 +122,15 @@ func goTool(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds the agent")
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	// The go command on PATH (make test builds with -trimpath, where runtime.GOROOT is empty).
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	if root := runtime.GOROOT(); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	t.Fatal("no go command on PATH")
+	return ""
 }
 
 // TestBuildArm64 builds the agent as it ships, static for the Raspberry Pi, and checks that
