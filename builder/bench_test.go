@@ -206,52 +206,7 @@ func TestHelperBuild(t *testing.T) {
 		return
 	}
 	res.Timings = r.Report.Timings
-	res.PeakRSS = selfPeakRSS()
-}
-
-func selfPeakRSS() int64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	return statusHWM(string(b))
-}
-
-func statusHWM(status string) int64 {
-	for _, l := range strings.Split(status, "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// runPeak runs cmd and returns its peak RSS, sampled from /proc/PID/status every 5 ms (the
-// child's own ru_maxrss would include this process's peak: Go starts children with vfork
-// semantics, and exec keeps the old address space's high-water mark).
-func runPeak(cmd *exec.Cmd) (int64, error) {
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
-	var peak int64
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				return 0, fmt.Errorf("%w\n%s", err, out.String())
-			}
-			return peak, nil
-		case <-tick.C:
-			if b, err := os.ReadFile(status); err == nil {
-				peak = max(peak, statusHWM(string(b)))
-			}
-		}
-	}
+	res.PeakRSS = testutil.SelfPeak()
 }
 
 func stages(ts []Timing) string {
@@ -316,7 +271,7 @@ func BenchmarkBuild(b *testing.B) {
 		cmd := exec.Command(mke2fs, "-q", "-t", "ext4", "-d", tree, img, strconv.FormatInt(benchSystemSize>>10, 10)+"k")
 		syscall.Sync()
 		start = time.Now()
-		peak, err := runPeak(cmd)
+		peak, err := testutil.RunPeak(cmd)
 		if err != nil {
 			b.Fatalf("mke2fs: %v", err)
 		}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -79,48 +78,7 @@ func synthTree(b *testing.B, dir string, nFiles int, totalBytes int64) (*tree.Tr
 
 // peakRSS returns VmHWM of this process in bytes; resetPeakRSS starts a new measurement.
 func peakRSS() int64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	return hwm(string(b))
-}
-
-// runSampled runs cmd and returns its peak RSS, sampled from /proc every 5 ms: ru_maxrss of
-// a child of a Go program includes the parent's peak (the child is created sharing its
-// memory, and exec keeps that high-water mark).
-func runSampled(cmd *exec.Cmd) (int64, error) {
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
-	var peak int64
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				return 0, fmt.Errorf("%w\n%s", err, out.String())
-			}
-			return peak, nil
-		case <-tick.C:
-			if b, err := os.ReadFile(status); err == nil {
-				peak = max(peak, hwm(string(b)))
-			}
-		}
-	}
-}
-
-func hwm(status string) int64 {
-	for _, l := range strings.Split(status, "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return testutil.SelfPeak()
 }
 
 // selfCPU is the user+system CPU time this process has used.
@@ -182,7 +140,7 @@ func BenchmarkWrite(b *testing.B) {
 		os.Remove(theirImg)
 		cmd := exec.Command(mke2fs, "-q", "-t", "ext4", "-d", src, "-E", "root_owner=0:0", theirImg, strconv.FormatInt(imgSize>>10, 10)+"k")
 		start = time.Now()
-		peak, err := runSampled(cmd)
+		peak, err := testutil.RunPeak(cmd)
 		if err != nil {
 			b.Fatalf("mke2fs: %v", err)
 		}
