@@ -95,8 +95,12 @@ func TestBoot(t *testing.T) {
 	base := filepath.Join(h.work, "base.img")
 	h.run(h.root, "bash", "ci/basebuild/build-base.sh", base)
 
+	h.phase("fleet server on the host's loopback (10.0.2.2 to the guest)")
+	fl := h.startFleet()
+	token := fl.token(t)
+
 	h.phase("edgeimg build")
-	spec := h.writeSpec(base)
+	spec := h.writeSpec(base, fl)
 	h.run(h.work, filepath.Join(bin, "edgeimg"), "build", "--board", "rpi4", "-c", spec, "-o", filepath.Join(h.work, "out"),
 		"--cache-dir", filepath.Join(h.work, "cache"))
 	img := filepath.Join(h.work, "out", imageName+"-rpi4.img")
@@ -108,10 +112,13 @@ func TestBoot(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("reading the build report: %v", err)
 	}
-	bootA, sysA, data := rep.part(t, "boot-a"), rep.part(t, "system-a"), rep.part(t, "data")
+	config, bootA, sysA, data := rep.part(t, "config"), rep.part(t, "boot-a"), rep.part(t, "system-a"), rep.part(t, "data")
 	if sysA.SHA256 == "" {
 		t.Fatal("the build report has no sha256 for system-a")
 	}
+
+	h.phase("edgeimg personalize: the enrollment token and host name in device.yaml")
+	h.run(h.work, filepath.Join(bin, "edgeimg"), "personalize", img, "--token", token, "--hostname", hostname)
 
 	h.phase("enlarge the image by 2 GiB (a bigger card)")
 	if err := os.Truncate(img, rep.Size+growBy); err != nil {
@@ -126,6 +133,7 @@ func TestBoot(t *testing.T) {
 
 	h.phase("first boot of slot A")
 	con := h.boot("boot1", img, fw)
+	var deviceID string
 	t.Run("first boot", func(t *testing.T) {
 		f := h.checkBoot(t, con, sysA, img)
 		t.Run("data partition mounted at /var and grown to the disk", func(t *testing.T) {
@@ -135,6 +143,10 @@ func TestBoot(t *testing.T) {
 			}
 		})
 		t.Run("builder's files and units are there", func(t *testing.T) { checkAdditions(t, con, f) })
+		deviceID = fl.checkFleet(t, con, "")
+		t.Run("device.yaml consumed: token removed from the config partition", func(t *testing.T) {
+			h.checkSettingsConsumed(t, con, img, config, token)
+		})
 	})
 	first := con.facts()
 	if first == nil {
@@ -167,6 +179,12 @@ func TestBoot(t *testing.T) {
 			if log := con2.agentLines(); !strings.Contains(log, "already fills the card") {
 				con2.fail(t, "edgeimg-grow-data on the second boot: %q, want \"already fills the card\"", log)
 			}
+		})
+		t.Run("no second enrollment", func(t *testing.T) {
+			if deviceID == "" {
+				t.Skip("the first boot did not enroll")
+			}
+			fl.checkFleet(t, con2, deviceID)
 		})
 	})
 	h.summary()
@@ -450,7 +468,7 @@ func (h *harness) goBuild(out, pkg string, env ...string) {
 
 // writeSpec writes the spec of the test image and its overlay: the e2e-report unit, which
 // prints what the checks need once multi-user.target is reached and powers off.
-func (h *harness) writeSpec(base string) string {
+func (h *harness) writeSpec(base string, fl *fleetServer) string {
 	h.t.Helper()
 	dir := filepath.Join(h.work, "spec")
 	ov := filepath.Join(dir, "overlay")
@@ -497,7 +515,11 @@ layout:
   dataMinSize: 256MiB
 output:
   compress: none
-`, imageName, hostname, base, opsKey)
+fleet:
+  url: %s
+  ca: %s
+  heartbeat: %s
+`, imageName, hostname, base, opsKey, fl.url, fl.caFile, fleetHeartbeat)
 	p := filepath.Join(dir, "edgeimg.yaml")
 	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
 		h.t.Fatal(err)

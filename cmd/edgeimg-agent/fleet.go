@@ -68,7 +68,7 @@ fleet with backoff, apply the assigned K3s role and send heartbeats. It runs unt
 			p := device.Paths{Root: o.root}
 			cfg := daemon.Config{
 				Paths: p, ConfigDir: o.configDir, ConfigPARTUUID: o.configPartUID, FleetURL: o.fleetURL, Heartbeat: o.heartbeat,
-				Version: version, Slot: daemon.Slot(p), Runner: k3s.ExecRunner{},
+				Version: daemon.ImageVersion(p, version), Slot: daemon.Slot(p), Runner: k3s.ExecRunner{},
 				Log: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 			}
 			if o.caFile != "" {
