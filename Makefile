@@ -35,6 +35,11 @@ test:
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -race -timeout 20m ./agent/... ./fleet/... ./cmd/edgeimg-agent/
 
+# deploy/ is its own Go module (the Pulumi program for the fleet server): tested with Pulumi's mocks.
+.PHONY: deploy-test
+deploy-test:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
+
 # The end-to-end test (ci/e2e, README there): builds a Debian arm64 base image as root
 # (ci/basebuild, cached in $EDGEIMG_E2E_CACHE), remasters it with edgeimg build, boots slot A
 # in QEMU and checks the running system. .ci/run installs the host packages it needs.
