@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -138,28 +137,9 @@ func runBuild(cmd *cobra.Command, g *globals, o *BuildOptions) error {
 	if err != nil {
 		return UsageError{err}
 	}
-	s, err := spec.Load(o.Config)
+	s, board, err := loadSpec(cmd, o.Config, o.Board)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && !cmd.Flags().Changed("config") {
-			return fmt.Errorf("%w (run edgeimg build in the directory of edgeimg.yaml, or pass -c FILE)", err)
-		}
 		return err
-	}
-	if o.Board != "" {
-		s.Board = o.Board
-	}
-	board, err := hw.Lookup(s.Board)
-	if err != nil {
-		if o.Board != "" {
-			return UsageError{fmt.Errorf("--board: %w", err)}
-		}
-		return fmt.Errorf("%s: board: %w", o.Config, err)
-	}
-	d := board.DefaultSizes()
-	s.SetDefaults(spec.Defaults{BootSize: spec.Size(d.Boot), SystemSize: spec.Size(d.System),
-		DataMinSize: spec.Size(d.DataMin), Compress: "zstd", OutputDir: filepath.Join(s.Dir, "out"), Version: "0"})
-	if err := s.Validate(); err != nil {
-		return fmt.Errorf("%s:\n%w", o.Config, err)
 	}
 	agent, err := findAgent(o.Agent, os.Getenv("EDGEIMG_AGENT"), exeDir(), board.Arch())
 	if err != nil {

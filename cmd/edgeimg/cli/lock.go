@@ -55,7 +55,7 @@ something it does not pin (build --update-lock adds what is missing).`,
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			s, err := loadSpec(cmd, o.Config, o.Board)
+			s, _, err := loadSpec(cmd, o.Config, o.Board)
 			if err != nil {
 				return err
 			}
@@ -80,14 +80,15 @@ something it does not pin (build --update-lock adds what is missing).`,
 	return c
 }
 
-// loadSpec loads, defaults and validates the spec as `edgeimg build` does.
-func loadSpec(cmd *cobra.Command, config, boardFlag string) (*spec.Spec, error) {
+// loadSpec loads the spec, applies --board, the board's defaults and validation: what every
+// command reading edgeimg.yaml does first. It returns the spec and its board.
+func loadSpec(cmd *cobra.Command, config, boardFlag string) (*spec.Spec, hw.Board, error) {
 	s, err := spec.Load(config)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !cmd.Flags().Changed("config") {
-			return nil, fmt.Errorf("%w (run edgeimg in the directory of edgeimg.yaml, or pass -c FILE)", err)
+			return nil, nil, fmt.Errorf("%w (run edgeimg %s in the directory of edgeimg.yaml, or pass -c FILE)", err, cmd.Name())
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if boardFlag != "" {
 		s.Board = boardFlag
@@ -95,17 +96,17 @@ func loadSpec(cmd *cobra.Command, config, boardFlag string) (*spec.Spec, error) 
 	board, err := hw.Lookup(s.Board)
 	if err != nil {
 		if boardFlag != "" {
-			return nil, UsageError{fmt.Errorf("--board: %w", err)}
+			return nil, nil, UsageError{fmt.Errorf("--board: %w", err)}
 		}
-		return nil, fmt.Errorf("%s: board: %w", config, err)
+		return nil, nil, fmt.Errorf("%s: board: %w", config, err)
 	}
 	d := board.DefaultSizes()
 	s.SetDefaults(spec.Defaults{BootSize: spec.Size(d.Boot), SystemSize: spec.Size(d.System),
 		DataMinSize: spec.Size(d.DataMin), Compress: "zstd", OutputDir: filepath.Join(s.Dir, "out"), Version: "0"})
 	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("%s:\n%w", config, err)
+		return nil, nil, fmt.Errorf("%s:\n%w", config, err)
 	}
-	return s, nil
+	return s, board, nil
 }
 
 // buildLockOptions reads the spec's edgeimg.lock for a build: the build is pinned to it when

@@ -50,7 +50,7 @@ overflow and by how much, unless plan.allowOvercommit is set: as edgeimg build d
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			s, err := loadSpec(cmd, o.Config, o.Board)
+			s, _, err := loadSpec(cmd, o.Config, o.Board)
 			if err != nil {
 				return err
 			}
