@@ -113,6 +113,8 @@ type Heartbeat struct {
 	DiskUsed      uint64   `json:"disk_used"` // of the data partition
 	DiskTotal     uint64   `json:"disk_total"`
 	LastErrors    []string `json:"last_errors,omitempty"`
+	// Update is the state of the device's latest update, when it has had one.
+	Update *UpdateStatus `json:"update,omitempty"`
 }
 
 // HeartbeatResponse carries the device's desired state.
@@ -352,6 +354,9 @@ func (h *Heartbeat) Validate() error {
 	}
 	if h.MemUsed > h.MemTotal || h.DiskUsed > h.DiskTotal {
 		return errors.New("mem_used or disk_used larger than the total")
+	}
+	if h.Update != nil {
+		return h.Update.Validate()
 	}
 	return nil
 }
