@@ -258,7 +258,7 @@ current-context: default
 `, server, enc("CERTIFICATE", ca.Raw), enc("CERTIFICATE", cert.Raw), enc("EC PRIVATE KEY", kd))
 }
 
-// workload is a Deployment, StatefulSet or DaemonSet found in the manifests.
+// workload is a Deployment, StatefulSet, DaemonSet or HelmChart found in the manifests.
 type workload struct {
 	Kind, Namespace, Name string
 	Replicas              int
@@ -290,7 +290,7 @@ func workloads() []workload {
 				break
 			}
 			switch o.Kind {
-			case "Deployment", "StatefulSet", "DaemonSet":
+			case "Deployment", "StatefulSet", "DaemonSet", "HelmChart":
 				w := workload{Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Replicas: 1}
 				if w.Namespace == "" {
 					w.Namespace = "default"
@@ -328,6 +328,9 @@ func api(node string) http.Handler {
 	mux.HandleFunc("GET /api/v1/pods", func(w http.ResponseWriter, r *http.Request) {
 		var items []any
 		for _, wl := range workloads() {
+			if wl.Kind == "HelmChart" {
+				continue
+			}
 			for i := range wl.Replicas {
 				items = append(items, map[string]any{
 					"metadata": map[string]any{"namespace": wl.Namespace, "name": fmt.Sprintf("%s-standin-%d", wl.Name, i)},
@@ -356,6 +359,20 @@ func api(node string) http.Handler {
 			http.Error(w, `{"kind":"Status","code":404}`, http.StatusNotFound)
 		})
 	}
+	// helm-controller installs a HelmChart with the Job helm-install-NAME.
+	mux.HandleFunc("GET /apis/batch/v1/namespaces/{ns}/jobs/{name}", func(w http.ResponseWriter, r *http.Request) {
+		for _, wl := range workloads() {
+			if wl.Kind == "HelmChart" && wl.Namespace == r.PathValue("ns") && "helm-install-"+wl.Name == r.PathValue("name") {
+				writeJSON(w, map[string]any{
+					"kind": "Job", "apiVersion": "batch/v1",
+					"metadata": map[string]any{"namespace": wl.Namespace, "name": r.PathValue("name")},
+					"status":   map[string]any{"succeeded": 1, "conditions": []map[string]string{{"type": "Complete", "status": "True"}}},
+				})
+				return
+			}
+		}
+		http.Error(w, `{"kind":"Status","code":404}`, http.StatusNotFound)
+	})
 	return mux
 }
 

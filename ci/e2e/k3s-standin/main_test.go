@@ -35,6 +35,7 @@ func TestStandIn(t *testing.T) {
 	write("etc/rancher/k3s/config.yaml", "write-kubeconfig: /var/lib/rancher/k3s/k3s.yaml\n")
 	write("etc/rancher/k3s/config.yaml.d/50-role.yaml", "node-name: \"e2e-node\"\n")
 	write("var/lib/rancher/k3s/server/manifests/app.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingest, namespace: smart-building}\nspec: {replicas: 3}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ingest}\n")
+	write("var/lib/rancher/k3s/server/manifests/chart.yaml", "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: cert-manager, namespace: kube-system}\nspec: {}\n")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,6 +81,11 @@ func TestStandIn(t *testing.T) {
 	out, err := kubectl.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"availableReplicas":3`) {
 		t.Errorf("kubectl get --raw: %v: %s", err, out)
+	}
+	kubectl = exec.Command(bin, "kubectl", "get", "--raw=/apis/batch/v1/namespaces/kube-system/jobs/helm-install-cert-manager")
+	kubectl.Env = append(os.Environ(), "K3S_STANDIN_ROOT="+root, "KUBECONFIG=/var/lib/rancher/k3s/k3s.yaml")
+	if out, err := kubectl.CombinedOutput(); err != nil || !strings.Contains(string(out), `"succeeded":1`) {
+		t.Errorf("the HelmChart's install Job: %v: %s", err, out)
 	}
 	kubectl = exec.Command(bin, "kubectl", "get", "--raw=/apis/apps/v1/namespaces/smart-building/deployments/gone")
 	kubectl.Env = append(os.Environ(), "K3S_STANDIN_ROOT="+root, "KUBECONFIG=/var/lib/rancher/k3s/k3s.yaml")
