@@ -52,7 +52,7 @@ e2e:
 # EDGEIMG_BENCH_FILES / EDGEIMG_BENCH_MB change the size; EDGEIMG_BENCH_DIR keeps the generated
 # base between runs; EDGEIMG_BENCH_PROFILE=DIR writes CPU profiles of the builds there.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./builder/ ./builder/ext4img/ ./builder/base/ ./builder/payload/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./builder/ ./builder/ext4img/ ./builder/base/ ./builder/payload/ ./ota/delta/
 
 clean:
 	rm -rf $(BIN) build out

@@ -49,7 +49,7 @@ func TestBuildOTA(t *testing.T) {
 	pk, err := bundle.ParsePublicKey(pub)
 	must(t, err)
 
-	res, err := build(t, dir, "ota:\n  signingKey: keys/ota.key\n")
+	res, err := build(t, dir, "ota:\n  signingKey: keys/ota.key\n  minVersion: \"6\"\n  healthTimeout: 5m\n")
 	must(t, err)
 	out := filepath.Join(dir, "out")
 	upd := filepath.Join(out, "gw-rpi4.update")
@@ -85,6 +85,20 @@ func TestBuildOTA(t *testing.T) {
 	must(t, err)
 	if string(got) != string(pub) {
 		t.Fatalf("%s in the image:\n%s", keyPath, got)
+	}
+	// So are the agent's OTA settings, and the bundle carries ota.minVersion.
+	got, err = exec.Command(testutil.NeedTool(t, "debugfs"), "-R", "cat /"+OTAConfigFile, sys).Output()
+	must(t, err)
+	if string(got) != `{"health_timeout_seconds":300}`+"\n" {
+		t.Errorf("/%s in the image: %q", OTAConfigFile, got)
+	}
+	uf, err := os.Open(upd)
+	must(t, err)
+	m, _, err := bundle.PeekManifest(uf)
+	uf.Close()
+	must(t, err)
+	if m.MinVersion != "6" || m.Rollback || m.Version != "7" {
+		t.Errorf("bundle manifest: minVersion %q rollback %v version %q", m.MinVersion, m.Rollback, m.Version)
 	}
 
 	// Apply the bundle to a copy of the image, as the device booted from slot A would.

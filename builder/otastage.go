@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -24,13 +25,25 @@ import (
 // one PEM file per key named KEYID.pub.
 const TrustedKeysDir = "usr/lib/edgeimg/ota/trusted"
 
+// OTAConfigFile is the agent's OTA settings in the image (OTAConfig as JSON), written when
+// the spec has an ota section.
+const OTAConfigFile = "usr/lib/edgeimg/ota/ota.json"
+
+// OTAConfig is what the agent reads from OTAConfigFile.
+type OTAConfig struct {
+	// HealthTimeoutSeconds is ota.healthTimeout: how long a trial boot may take to become
+	// healthy before the device returns to the old slot.
+	HealthTimeoutSeconds int64 `json:"health_timeout_seconds"`
+}
+
 // maxKeyFile bounds a PEM key file.
 const maxKeyFile = 64 << 10
 
-// otaKeys are the spec's OTA keys, read and checked.
+// otaKeys are the spec's OTA keys, read and checked, and the settings baked with them.
 type otaKeys struct {
 	signer  ed25519.PrivateKey // nil: no bundle is written
 	trusted []ed25519.PublicKey
+	config  OTAConfig
 }
 
 // loadOTA reads ota.signingKey and ota.trustedKeys; nil without an ota section.
@@ -39,7 +52,7 @@ func loadOTA(s *spec.Spec) (*otaKeys, error) {
 	if o == nil {
 		return nil, nil
 	}
-	k := &otaKeys{}
+	k := &otaKeys{config: OTAConfig{HealthTimeoutSeconds: o.HealthTimeoutSeconds()}}
 	if o.SigningKey != "" {
 		b, err := readKeyFile(o.SigningKey)
 		if err != nil {
@@ -87,10 +100,18 @@ func readKeyFile(p string) ([]byte, error) {
 	return b, nil
 }
 
-// installOTAKeys bakes the trusted public keys into the image (TrustedKeysDir/KEYID.pub).
+// installOTAKeys bakes the trusted public keys into the image (TrustedKeysDir/KEYID.pub) and
+// the agent's OTA settings (OTAConfigFile).
 func installOTAKeys(root *tree.Tree, k *otaKeys, epoch time.Time) ([]string, error) {
 	if k == nil {
 		return nil, nil
+	}
+	cfg, err := json.Marshal(k.config)
+	if err != nil {
+		return nil, err
+	}
+	if err := root.WriteFile(OTAConfigFile, append(cfg, '\n'), 0o644, epoch); err != nil {
+		return nil, fmt.Errorf("ota: %w", err)
 	}
 	ring := bundle.NewKeyring(k.trusted...)
 	ids := make([]string, 0, len(ring))
@@ -98,7 +119,7 @@ func installOTAKeys(root *tree.Tree, k *otaKeys, epoch time.Time) ([]string, err
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	var added []string
+	added := []string{"/" + OTAConfigFile}
 	for _, id := range ids {
 		p := path.Join(TrustedKeysDir, id+".pub")
 		if err := root.WriteFile(p, bundle.PublicKeyPEM(ring[id]), 0o644, epoch); err != nil {
@@ -171,7 +192,8 @@ func writeBundle(ctx context.Context, stage *staging, name string, s *spec.Spec,
 			Patch: &bundle.Patch{Offset: off, From: slots[0].Name, Slots: map[string]string{slots[0].Name: string(cmdA), slots[1].Name: cmdB}}},
 		{Name: bundle.PartSystem, Size: sysP.Used, Open: section(sysP.Start, sysP.Used)},
 	}
-	m := bundle.Manifest{Name: s.Name, Version: s.Version, Board: board.Name(), LayoutVersion: lay.Version, MinVersion: "0"}
+	m := bundle.Manifest{Name: s.Name, Version: s.Version, Board: board.Name(), LayoutVersion: lay.Version,
+		MinVersion: s.OTA.MinVersion, Rollback: s.OTA.Rollback}
 	file := name + bundle.Ext
 	sum, err := output.AtomicWrite(stage.path(file), func(w io.Writer) error {
 		_, err := bundle.Write(w, m, k.signer, parts)

@@ -57,6 +57,8 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"ago":    ago,
 	"stamp":  func(t time.Time) string { return stamp(t) },
 	"mib":    func(n uint64) uint64 { return n >> 20 },
+	"mib64":  func(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) },
+	"inc":    func(i int) int { return i + 1 },
 	"labels": labelList,
 	"pct": func(a, b uint64) string {
 		if b == 0 {
@@ -93,6 +95,7 @@ func (s *Server) routeDashboard() {
 	cop := http.NewCrossOriginProtection()
 	s.mux.HandleFunc("GET /{$}", s.page(s.overview))
 	s.mux.HandleFunc("GET /devices/{id}", s.page(s.devicePage))
+	s.mux.HandleFunc("GET /releases", s.page(s.releasesPage))
 	s.mux.HandleFunc("GET /login", s.loginForm)
 	s.mux.Handle("POST /login", cop.Handler(http.HandlerFunc(s.login)))
 	s.mux.HandleFunc("GET /login/link", s.loginLink)
@@ -357,8 +360,18 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) error {
 	for _, v := range slices.Sorted(maps.Keys(byVersion)) {
 		versions = append(versions, count{Value: v, N: byVersion[v], Query: f.with("version", v)})
 	}
+	ros, err := s.store.Rollouts(r.Context())
+	if err != nil {
+		return err
+	}
+	var active []api.RolloutStatus // not finished: running, paused or halted
+	for _, ro := range ros {
+		if ro.State == api.RolloutRunning || ro.State == api.RolloutPaused || ro.State == api.RolloutHalted {
+			active = append(active, ro)
+		}
+	}
 	return s.render(w, http.StatusOK, "overview.html", map[string]any{
-		"Title": "Fleet", "Total": len(all), "States": states, "Versions": versions, "Filter": f, "Filtered": f != deviceFilter{},
+		"Title": "Fleet", "Rollouts": active, "Total": len(all), "States": states, "Versions": versions, "Filter": f, "Filtered": f != deviceFilter{},
 		"Devices": rows, "Matched": matched, "Truncated": matched > len(rows), "Now": s.o.now(),
 		"StateNames": []string{api.StateActive, api.StateReset, api.StateRevoked},
 	})
@@ -429,6 +442,18 @@ func (s *Server) devicePage(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, http.StatusOK, "device.html", map[string]any{
 		"Title": "Device " + d.ID, "D": d, "Summary": summarize(hbs), "Recent": recent, "Events": evs, "Now": s.o.now(),
 	})
+}
+
+func (s *Server) releasesPage(w http.ResponseWriter, r *http.Request) error {
+	rels, err := s.store.Releases(r.Context())
+	if err != nil {
+		return err
+	}
+	ros, err := s.store.Rollouts(r.Context())
+	if err != nil {
+		return err
+	}
+	return s.render(w, http.StatusOK, "releases.html", map[string]any{"Title": "Releases", "Releases": rels, "Rollouts": ros})
 }
 
 func stamp(t time.Time) string {

@@ -22,7 +22,9 @@ import (
 
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/fleet/pki"
+	"github.com/edgeimg/edgeimg/fleet/releases"
 	"github.com/edgeimg/edgeimg/fleet/store"
+	"github.com/edgeimg/edgeimg/ota/bundle"
 )
 
 // Server is the fleet server's http.Handler.
@@ -34,6 +36,7 @@ type Server struct {
 	limiter *limiter
 	reg     *prometheus.Registry
 	m       metrics
+	rel     *releases.Store // nil without WithReleaseDir
 	// dashboard (dashboard.go)
 	links        *loginLinks
 	loginLimiter *limiter
@@ -48,6 +51,9 @@ type options struct {
 	deviceValidity    time.Duration
 	log               *slog.Logger
 	publicURL         string
+	releaseDir        string
+	trusted           bundle.Keyring
+	rolloutInterval   time.Duration
 }
 
 // Option configures NewServer.
@@ -88,16 +94,21 @@ type metrics struct {
 
 // NewServer returns the fleet server on st, signing device certificates with ca. Routes:
 // POST /v1/enroll (token or device certificate), POST /v1/renew and POST /v1/heartbeat
-// (device certificate), /v1/admin/… (admin token), GET /metrics and GET /healthz.
+// (device certificate), the release downloads (device certificate; api/release.go),
+// /v1/admin/… (admin token), GET /metrics and GET /healthz. Rollouts advance when an admin
+// acts on them and when RunRollouts (started by the caller) ticks.
 // Device certificates are verified by TLS (tls.VerifyClientCertIfGiven against the CA, see
 // pki.ServerTLSConfig); the device's row (state, key) is checked on every request.
 func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 	o := options{now: time.Now, enrollRate: 2, enrollBurst: 20, heartbeatInterval: 30 * time.Second, deviceValidity: pki.DeviceValidity,
-		log: slog.New(slog.DiscardHandler)}
+		log: slog.New(slog.DiscardHandler), rolloutInterval: 2 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	s := &Server{store: st, ca: ca, o: o, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	if o.releaseDir != "" {
+		s.rel = &releases.Store{Dir: o.releaseDir}
+	}
 	if o.enrollRate > 0 {
 		s.limiter = newLimiter(o.enrollRate, o.enrollBurst)
 	}
@@ -107,7 +118,7 @@ func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgeimg_fleet_http_request_duration_seconds", Help: "HTTP request durations by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"route"}),
 	}
-	s.reg.MustRegister(s.m.enrollments, s.m.heartbeats, s.m.requests, devicesCollector{st},
+	s.reg.MustRegister(s.m.enrollments, s.m.heartbeats, s.m.requests, devicesCollector{st}, rolloutCollector{s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
 	s.mux.HandleFunc("POST "+api.PathEnroll, s.enroll)
@@ -123,6 +134,7 @@ func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /v1/admin/devices/{id}/role", s.admin(s.roleDevice))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.routeReleases()
 	s.routeDashboard()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(http.StatusNotFound, "not_found", "no route %s %s", r.Method, r.URL.Path))
@@ -177,6 +189,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) string 
 	case errors.Is(err, store.ErrKeyMismatch):
 		re = api.Errorf(http.StatusForbidden, "key_mismatch", "%v", err)
 	case errors.Is(err, store.ErrConflict):
+		re = api.Errorf(http.StatusConflict, "conflict", "%v", err)
+	case errors.Is(err, store.ErrRolloutConflict), errors.Is(err, store.ErrReleaseConflict):
 		re = api.Errorf(http.StatusConflict, "conflict", "%v", err)
 	case errors.Is(err, store.ErrNotFound):
 		re = api.Errorf(http.StatusNotFound, "not_found", "%v", err)

@@ -45,6 +45,7 @@ type env struct {
 	dir   string
 	ca    *pki.CA
 	srv   *httptest.Server
+	srvH  *fleet.Server
 	st    store.Store
 	admin *client.Admin
 	clock *clock
@@ -79,7 +80,7 @@ func newEnv(t *testing.T, st store.Store, opts ...fleet.Option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{dir: dir, ca: ca, srv: srv, st: st, admin: admin, clock: c}
+	return &env{dir: dir, ca: ca, srv: srv, srvH: h, st: st, admin: admin, clock: c}
 }
 
 // dev is a device in a test: its key and, once enrolled, its certificate.

@@ -21,7 +21,9 @@ import (
 	"github.com/edgeimg/edgeimg/agent/heartbeat"
 	"github.com/edgeimg/edgeimg/agent/identity"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/ota"
 	"github.com/edgeimg/edgeimg/fleet/api"
+	"github.com/edgeimg/edgeimg/ota/delta"
 )
 
 // Config configures Run. Zero fields take the defaults written beside them.
@@ -59,6 +61,10 @@ type Config struct {
 	FirstAttempt time.Duration
 	// Node reports the K3s node status; default: the local API through the role's kubeconfig.
 	Node func(ctx context.Context) (bool, []string, error)
+	// OTA, when set, makes the device take updates: Run completes it (the fleet's release
+	// routes as Source, reporting through a heartbeat, the K3s node's name for the health
+	// check, the Runner, the log) and runs an ota.Updater. Nil: no updates.
+	OTA *ota.Config
 
 	// afterEnrollAnswer, in tests, runs after the fleet's answer arrived and before anything of
 	// it is written: an error there is a crash at that point.
@@ -110,6 +116,7 @@ type agent struct {
 	cert     atomic.Pointer[tls.Certificate]
 	client   *fleetclient.Client
 	interval time.Duration
+	updater  *ota.Updater
 
 	mu   sync.Mutex
 	errs []string
@@ -237,6 +244,14 @@ func (a *agent) run(ctx context.Context) error {
 			a.log.Error("ignoring the fleet settings: running K3s standalone", "err", err)
 		}
 	}
+	// 3. Updates: a trial boot checks its health in the background (it needs the heartbeats
+	// below), the boot after a failed trial restores the K3s state before K3s starts.
+	if a.cfg.OTA != nil {
+		a.startUpdater(ctx)
+		if a.updater != nil {
+			defer a.updater.Wait()
+		}
+	}
 	if a.client == nil {
 		// No fleet (the image has none, or its settings are broken): a standalone K3s server
 		// that never enrolls. The settings are imported all the same (host name, network).
@@ -248,7 +263,7 @@ func (a *agent) run(ctx context.Context) error {
 		return nil
 	}
 
-	// 3. Enrollment; offline first: K3s runs standalone while the fleet cannot be reached.
+	// 4. Enrollment; offline first: K3s runs standalone while the fleet cannot be reached.
 	enr, err := identity.LoadEnrollment(a.p)
 	if err != nil {
 		return err
@@ -280,8 +295,50 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.applyRole(ctx, enr.Role)
 
-	// 4. Heartbeats.
+	// 5. Heartbeats.
 	return a.heartbeatLoop(ctx)
+}
+
+// startUpdater makes the updater and lets it handle what the previous boot left.
+func (a *agent) startUpdater(ctx context.Context) {
+	oc := *a.cfg.OTA
+	if oc.Runner == nil {
+		oc.Runner = a.cfg.Runner
+	}
+	if oc.Log == nil {
+		oc.Log = a.log.With("component", "ota")
+	}
+	if oc.Paths == (device.Paths{}) {
+		oc.Paths = a.p
+	}
+	if oc.Health == nil {
+		oc.Health = ota.K3sHealth(a.p, a.settings.Hostname)
+	}
+	if a.client != nil {
+		if oc.Source == nil {
+			oc.Source = &delta.Remote{Client: a.client.Downloads(), BaseURL: a.client.BaseURL()}
+		}
+		if oc.Report == nil {
+			oc.Report = a.reportUpdate
+		}
+	}
+	u, err := ota.New(oc)
+	if err != nil {
+		a.log.Error("updates are off", "err", err)
+		a.record(fmt.Errorf("updates are off: %w", err))
+		return
+	}
+	if err := u.Boot(ctx); err != nil {
+		a.log.Error("update after the reboot", "err", err)
+		a.record(err)
+	}
+	a.updater = u
+}
+
+// reportUpdate sends a heartbeat with just the update status (before a reboot).
+func (a *agent) reportUpdate(ctx context.Context, st api.UpdateStatus) error {
+	_, err := a.client.Heartbeat(ctx, api.Heartbeat{Version: a.cfg.Version, Slot: a.cfg.Slot, Update: &st})
+	return err
 }
 
 // importFromPartition mounts the config partition briefly and imports device.yaml.
@@ -483,6 +540,9 @@ func (a *agent) beat(ctx context.Context, collector heartbeat.Collector) {
 		a.record(err)
 	}
 	hb.LastErrors = a.takeErrors()
+	if a.updater != nil {
+		hb.Update = a.updater.Status()
+	}
 	resp, err := a.client.Heartbeat(ctx, hb)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -496,6 +556,10 @@ func (a *agent) beat(ctx context.Context, collector heartbeat.Collector) {
 		return
 	}
 	d := resp.Desired
+	if a.updater != nil {
+		// The answer is also the trial boot's proof that the fleet is reachable.
+		a.updater.Desire(d.Version)
+	}
 	if d.Reset {
 		a.log.Warn("the fleet ordered a reset")
 		if err := Reset(ctx, a.p, a.cfg.Runner, false); err != nil {

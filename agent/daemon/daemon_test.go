@@ -72,9 +72,10 @@ type fleetEnv struct {
 	token  string
 	caPEM  []byte
 	closed bool
+	opts   []fleet.Option
 }
 
-func newFleet(t *testing.T) *fleetEnv {
+func newFleet(t *testing.T, opts ...fleet.Option) *fleetEnv {
 	t.Helper()
 	dir := t.TempDir()
 	if err := pki.Init(dir, nil, time.Now()); err != nil {
@@ -89,7 +90,7 @@ func newFleet(t *testing.T) *fleetEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fleetEnv{t: t, dir: dir, addr: l.Addr().String(), ca: ca, token: tok, caPEM: ca.CertPEM}
+	f := &fleetEnv{t: t, dir: dir, addr: l.Addr().String(), ca: ca, token: tok, caPEM: ca.CertPEM, opts: opts}
 	l.Close()
 	f.start()
 	t.Cleanup(f.stop)
@@ -113,7 +114,7 @@ func (f *fleetEnv) start() {
 	if f.wrap != nil {
 		s = f.wrap(st)
 	}
-	h := fleet.NewServer(s, f.ca, fleet.WithAdminToken(f.token), fleet.WithHeartbeatInterval(0))
+	h := fleet.NewServer(s, f.ca, append([]fleet.Option{fleet.WithAdminToken(f.token), fleet.WithHeartbeatInterval(0)}, f.opts...)...)
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	var l net.Listener

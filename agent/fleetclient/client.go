@@ -183,3 +183,13 @@ func (c *Client) CloseIdle() {
 	c.anon.CloseIdleConnections()
 	c.mtls.CloseIdleConnections()
 }
+
+// BaseURL returns the fleet server's URL.
+func (c *Client) BaseURL() string { return c.base }
+
+// Downloads returns an HTTP client for the fleet's release routes: the device certificate
+// (mTLS) and the fleet CA like the other requests, but no overall deadline, since a bundle
+// download can take long (the transport still bounds the handshake and the wait for headers).
+func (c *Client) Downloads() *http.Client {
+	return &http.Client{Transport: c.mtls.Transport}
+}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/invopop/jsonschema"
+
+	"github.com/edgeimg/edgeimg/ota/bundle"
 )
 
 // OTA configures signed over-the-air updates. Without an ota section (or without
@@ -24,11 +26,21 @@ type OTA struct {
 	// reached, K3s node Ready, workloads available) before the device returns to the old
 	// slot: 1m to 2h, whole seconds. Default 10m.
 	HealthTimeout Duration `yaml:"healthTimeout,omitempty" json:"healthTimeout,omitempty" jsonschema_description:"How long a trial boot may take to become healthy before the device returns to the old slot: 1m to 2h, whole seconds. Default 10m."`
+
+	// MinVersion is the oldest installed version this release may update from: a device
+	// running an older one refuses the bundle (install an intermediate release first). At
+	// most the spec's version. Default "0": any.
+	MinVersion string `yaml:"minVersion,omitempty" json:"minVersion,omitempty" jsonschema_description:"Oldest installed version this release may update from; devices on an older one refuse it. At most version. Default 0 (any)."`
+
+	// Rollback marks the release a rollback: devices install it even when it is not newer
+	// than the version they run. Default false: devices refuse a release that is not newer.
+	Rollback bool `yaml:"rollback,omitempty" json:"rollback,omitempty" jsonschema_description:"Mark the release a rollback: devices install it even when it is not newer than what they run. Default false."`
 }
 
 // Limits and default of ota.healthTimeout.
 const (
 	DefaultHealthTimeout Duration = "10m"
+	DefaultMinVersion             = "0"
 	MinHealthTimeout              = time.Minute
 	MaxHealthTimeout              = 2 * time.Hour
 	MaxTrustedKeys                = 16
@@ -40,11 +52,23 @@ func (OTA) JSONSchemaExtend(s *jsonschema.Schema) {
 	prop(s, "trustedKeys").MaxItems = ptr(uint64(MaxTrustedKeys))
 }
 
-// setDefaults fills in the health timeout; a nil OTA stays nil.
+// setDefaults fills in the health timeout and the minimum version; a nil OTA stays nil.
 func (o *OTA) setDefaults() {
-	if o != nil && o.HealthTimeout == "" {
+	if o == nil {
+		return
+	}
+	if o.HealthTimeout == "" {
 		o.HealthTimeout = DefaultHealthTimeout
 	}
+	if o.MinVersion == "" {
+		o.MinVersion = DefaultMinVersion
+	}
+}
+
+// HealthTimeoutSeconds returns ota.healthTimeout in whole seconds (after validation).
+func (o *OTA) HealthTimeoutSeconds() int64 {
+	d, _ := time.ParseDuration(string(o.HealthTimeout))
+	return int64(d / time.Second)
 }
 
 // resolvePaths makes the key paths absolute with abs.
@@ -58,10 +82,20 @@ func (o *OTA) resolvePaths(abs func(string) string) {
 	}
 }
 
-// ota checks the ota section; nil means no OTA.
-func (v *validator) ota(o *OTA) {
+// ota checks the ota section of a spec of the given version; nil means no OTA.
+func (v *validator) ota(o *OTA, version string) {
 	if o == nil {
 		return
+	}
+	switch {
+	case o.MinVersion == "":
+		v.add("ota.minVersion", "must be set")
+	default:
+		if _, err := bundle.ParseVersion(o.MinVersion); err != nil {
+			v.addf("ota.minVersion", "%q is not a valid version: use dot-separated decimal numbers such as 0, 1 or 2.3", short(o.MinVersion))
+		} else if c, err := bundle.CompareVersions(o.MinVersion, version); err == nil && c > 0 {
+			v.addf("ota.minVersion", "%s is above the release's version %s: no device could install it", o.MinVersion, version)
+		}
 	}
 	if hasControl(o.SigningKey) {
 		v.addf("ota.signingKey", "%q contains a control character", o.SigningKey)

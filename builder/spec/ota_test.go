@@ -24,8 +24,11 @@ func TestOTA(t *testing.T) {
 	if err := s.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if s.OTA.HealthTimeout != DefaultHealthTimeout {
+	if s.OTA.HealthTimeout != DefaultHealthTimeout || s.OTA.HealthTimeoutSeconds() != 600 {
 		t.Errorf("default health timeout %q", s.OTA.HealthTimeout)
+	}
+	if s.OTA.MinVersion != "0" || s.OTA.Rollback {
+		t.Errorf("default minVersion %q, rollback %v", s.OTA.MinVersion, s.OTA.Rollback)
 	}
 
 	s, err = Decode(strings.NewReader("name: gw\nboard: rpi4\n"), "e.yaml")
@@ -44,6 +47,9 @@ func TestOTA(t *testing.T) {
 		{"ota: {signingKey: k, healthTimeout: 3h}", "ota.healthTimeout: 3h is out of range"},
 		{"ota: {signingKey: k, healthTimeout: 90.5s}", "not a whole number of seconds"},
 		{`ota: {trustedKeys: [""]}`, `ota.trustedKeys[0]: "" is not a path`},
+		{"version: 2\nota: {signingKey: k, minVersion: 2.1}", "ota.minVersion: 2.1 is above the release's version 2"},
+		{"version: 2\nota: {signingKey: k, minVersion: v1}", `ota.minVersion: "v1" is not a valid version`},
+		{"version: 2\nota: {signingKey: k, minVersion: 1..2}", `ota.minVersion: "1..2" is not a valid version`},
 	} {
 		s, err := Decode(strings.NewReader("name: gw\nboard: rpi4\n"+c.yaml+"\n"), "e.yaml")
 		if err != nil {
@@ -51,6 +57,16 @@ func TestOTA(t *testing.T) {
 		}
 		s.SetDefaults(testDefaults)
 		wantErrs(t, s.Validate(), c.want)
+	}
+	for _, y := range []string{"version: 2\nota: {signingKey: k, minVersion: 2}", "version: 2.1\nota: {signingKey: k, minVersion: 1.9, rollback: true}"} {
+		s, err := Decode(strings.NewReader("name: gw\nboard: rpi4\n"+y+"\n"), "e.yaml")
+		if err != nil {
+			t.Fatalf("%s: %v", y, err)
+		}
+		s.SetDefaults(testDefaults)
+		if err := s.Validate(); err != nil {
+			t.Errorf("%s: %v", y, err)
+		}
 	}
 	if _, err := Decode(strings.NewReader("name: gw\nota: {signingkey: k}\n"), "e.yaml"); err == nil {
 		t.Error("unknown field ota.signingkey accepted")

@@ -127,7 +127,7 @@ func (s *Spec) Validate() error {
 
 	v.fleet(s.Fleet)
 	v.k3s(s)
-	v.ota(s.OTA)
+	v.ota(s.OTA, s.Version)
 
 	return errors.Join(v.errs...)
 }

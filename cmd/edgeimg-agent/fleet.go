@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgeimg/edgeimg/agent/daemon"
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/ota"
 )
 
 // runOptions are the flags of run.
@@ -70,6 +72,12 @@ fleet with backoff, apply the assigned K3s role and send heartbeats. It runs unt
 				Paths: p, ConfigDir: o.configDir, ConfigPARTUUID: o.configPartUID, FleetURL: o.fleetURL, Heartbeat: o.heartbeat,
 				Version: daemon.ImageVersion(p, version), Slot: daemon.Slot(p), Runner: k3s.ExecRunner{},
 				Log: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
+			}
+			// Updates: the image's trusted keys, release and card; none without keys.
+			if oc, err := ota.DeviceConfig(p, cfg.Runner); err == nil {
+				cfg.OTA = oc
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				cfg.Log.Error("updates are off", "err", err)
 			}
 			if o.caFile != "" {
 				ca, err := os.ReadFile(o.caFile)

@@ -49,7 +49,7 @@ func NewRootCmd() *cobra.Command {
 		SilenceErrors: true, // main reports them, once
 		SilenceUsage:  true,
 	}
-	root.AddCommand(NewCmdGrowData(), NewCmdRun(), NewCmdReset(), NewCmdVersion())
+	root.AddCommand(NewCmdGrowData(), NewCmdRun(), NewCmdReset(), NewCmdUpdate(), NewCmdVersion())
 	return root
 }
 

@@ -185,6 +185,10 @@ type Device struct {
 	Slot          string            `json:"slot,omitempty"`
 	DesiredVer    string            `json:"desired_version,omitempty"`
 	LastHeartbeat *Heartbeat        `json:"last_heartbeat,omitempty"`
+	// Update is the latest update status the device reported, and UpdateAt when its state
+	// last changed.
+	Update   *UpdateStatus `json:"update,omitempty"`
+	UpdateAt time.Time     `json:"update_at,omitzero"`
 }
 
 // HeartbeatRecord is a stored heartbeat.

@@ -60,6 +60,17 @@ func FuzzDecodeAdmin(f *testing.F) {
 	fuzzDecode[TokenCreateRequest](f, `{"ttl_seconds":3600,"uses":1,"labels":{"site":"x"},"role":{"kind":"agent","server_url":"https://s:6443","token":"K10"}}`, `{"ttl_seconds":0}`)
 }
 
+func FuzzDecodeRollout(f *testing.F) {
+	fuzzDecode[RolloutRequest](f, `{"selector":{"site":"berlin"},"waves":[5,25,100],"max_failures":2}`,
+		`{"waves":[100],"max_failures":0}`, `{"waves":[50,25,100],"max_failures":2}`, `{"waves":[5,25],"max_failures":2}`,
+		`{"waves":[100],"max_failures":101}`, `{"waves":[1e308,100],"max_failures":-0}`, `{"waves":[]}`)
+}
+
+func FuzzDecodeHeartbeatUpdate(f *testing.F) {
+	fuzzDecode[Heartbeat](f, `{"version":"1","uptime_seconds":1,"mem_used":0,"mem_total":0,"disk_used":0,"disk_total":0,"update":{"version":"2","state":"failed","reason":"health timeout","detail":"node not ready after 300s","downloaded":10,"reused":5,"total":15}}`,
+		`{"update":{"version":"2","state":"bogus"}}`, `{"update":{"version":"","state":"trial"}}`, `{"update":{"version":"2 3","state":"trial"}}`)
+}
+
 func FuzzDecodeLabels(f *testing.F) {
 	fuzzDecode[LabelRequest](f, `{"set":{"a":"b"},"remove":["c"]}`, `{"set":{"":"b"}}`)
 }

@@ -58,23 +58,29 @@ func NewAdmin(baseURL, token string, caPEM []byte) (*Admin, error) {
 }
 
 func (a *Admin) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	if body == nil {
+		return a.send(ctx, a.http, method, path, nil, "", 0, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return a.send(ctx, a.http, method, path, bytes.NewReader(b), "application/json", int64(len(b)), out)
+}
+
+// send makes a request with body (of contentType and size bytes; nil: none) and decodes a
+// JSON answer into out, or returns the server's error answer as an *Error.
+func (a *Admin) send(ctx context.Context, hc *http.Client, method, path string, body io.Reader, contentType string, size int64, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
+		req.ContentLength = size
 	}
-	resp, err := a.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}

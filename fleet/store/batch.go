@@ -67,6 +67,7 @@ type batcher struct {
 	upd    *sql.Stmt // the device row, RETURNING it
 	ring   *sql.Stmt // the ring of recent heartbeats
 	sel    *sql.Stmt // a device, to say why a heartbeat was refused
+	upst   *sql.Stmt // the device's update status, when it changed
 	reqs   chan *hbReq
 	quit   chan struct{}
 	mu     sync.RWMutex
@@ -91,6 +92,10 @@ func (s *SQL) startBatcher(ctx context.Context, writers int) error {
 		return fmt.Errorf("preparing the heartbeat statements: %w", err)
 	}
 	if b.sel, err = s.db.PrepareContext(ctx, s.q(`SELECT state FROM devices WHERE id = ?`)); err != nil {
+		return fmt.Errorf("preparing the heartbeat statements: %w", err)
+	}
+	if b.upst, err = s.db.PrepareContext(ctx, s.q(`UPDATE devices SET update_version = ?, update_state = ?, update_reason = ?, update_detail = ?, update_at = ?
+		WHERE id = ? AND NOT (update_version = ? AND update_state = ? AND update_reason = ?)`)); err != nil {
 		return fmt.Errorf("preparing the heartbeat statements: %w", err)
 	}
 	for range writers {
@@ -248,6 +253,21 @@ func (b *batcher) heartbeatIn(ctx context.Context, tx *sql.Tx, r *hbReq) (hbRow,
 	}
 	if _, err := tx.StmtContext(ctx, b.ring).ExecContext(ctx, r.id, seq%HeartbeatHistory, seq, ns(r.at), r.data); err != nil {
 		return row, fmt.Errorf("recording a heartbeat of %s: %w", r.id, err)
+	}
+	if u := r.hb.Update; u != nil {
+		// Only heartbeats that carry an update status pay for this statement, and only a
+		// change of state writes the row and an event.
+		res, err := tx.StmtContext(ctx, b.upst).ExecContext(ctx, u.Version, u.State, u.Reason, u.Detail, ns(r.at), r.id, u.Version, u.State, u.Reason)
+		if err != nil {
+			return row, fmt.Errorf("recording the update status of %s: %w", r.id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return row, fmt.Errorf("recording the update status of %s: %w", r.id, err)
+		} else if n == 1 {
+			if err := b.s.event(ctx, tx, r.id, r.at, "update-"+u.State, updateDetail(u)); err != nil {
+				return row, err
+			}
+		}
 	}
 	return row, nil
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -33,6 +34,8 @@ type SQL struct {
 	db      *sql.DB
 	dialect dialect
 	hb      *batcher
+	// rolloutMu serializes rollout changes in this process (on SQLite, the only lock).
+	rolloutMu sync.Mutex
 }
 
 var _ Store = (*SQL)(nil)
@@ -172,6 +175,44 @@ func (s *SQL) migrations() [][]string {
 			kind TEXT NOT NULL,
 			detail TEXT NOT NULL)`,
 		`CREATE INDEX events_device ON events (device_id, id)`,
+	}, {
+		// OTA releases and rollouts (rollout.go).
+		`ALTER TABLE devices ADD COLUMN update_version TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE devices ADD COLUMN update_state TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE devices ADD COLUMN update_reason TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE devices ADD COLUMN update_detail TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE devices ADD COLUMN update_at BIGINT NOT NULL DEFAULT 0`,
+		`CREATE TABLE releases (
+			version TEXT PRIMARY KEY,
+			sha256 TEXT NOT NULL,
+			pushed_at BIGINT NOT NULL,
+			info TEXT NOT NULL)`,
+		`CREATE TABLE rollouts (
+			version TEXT PRIMARY KEY,
+			selector TEXT NOT NULL,
+			waves TEXT NOT NULL,
+			max_failures DOUBLE PRECISION NOT NULL,
+			state TEXT NOT NULL,
+			reason TEXT NOT NULL,
+			wave INTEGER NOT NULL,
+			selected INTEGER NOT NULL,
+			ack_failed INTEGER NOT NULL,
+			created_at BIGINT NOT NULL,
+			updated_at BIGINT NOT NULL)`,
+		`CREATE INDEX rollouts_state ON rollouts (state)`,
+		`CREATE TABLE rollout_devices (
+			version TEXT NOT NULL REFERENCES rollouts (version) ON DELETE CASCADE,
+			device_id TEXT NOT NULL,
+			wave INTEGER NOT NULL,
+			assigned_at BIGINT NOT NULL,
+			PRIMARY KEY (version, device_id))`,
+		`CREATE TABLE rollout_events (
+			id ` + autoID + `,
+			version TEXT NOT NULL,
+			at BIGINT NOT NULL,
+			kind TEXT NOT NULL,
+			detail TEXT NOT NULL)`,
+		`CREATE INDEX rollout_events_version ON rollout_events (version, id)`,
 	}}
 }
 
@@ -253,17 +294,24 @@ func jsonText(v any) string {
 	return string(b)
 }
 
-const deviceCols = `id, hostname, labels, state, role, cert_serial, cert_not_after, key_sha256, token_id,
+// insertCols are the device columns an enrollment writes; deviceCols those a device is read from.
+const (
+	insertCols = `id, hostname, labels, state, role, cert_serial, cert_not_after, key_sha256, token_id,
 	enrolled_at, last_seen, version, slot, desired_version, last_heartbeat`
+	deviceCols = insertCols + `,
+	update_version, update_state, update_reason, update_detail, update_at`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanDevice(r scanner) (api.Device, error) {
 	var d api.Device
 	var labels, role, hb string
-	var notAfter, enrolled, seen int64
+	var notAfter, enrolled, seen, updAt int64
+	var upd api.UpdateStatus
 	err := r.Scan(&d.ID, &d.Hostname, &labels, &d.State, &role, &d.CertSerial, &notAfter, &d.KeySHA256, &d.TokenID,
-		&enrolled, &seen, &d.Version, &d.Slot, &d.DesiredVer, &hb)
+		&enrolled, &seen, &d.Version, &d.Slot, &d.DesiredVer, &hb,
+		&upd.Version, &upd.State, &upd.Reason, &upd.Detail, &updAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, ErrNotFound
 	}
@@ -282,6 +330,13 @@ func scanDevice(r scanner) (api.Device, error) {
 		if err := json.Unmarshal([]byte(hb), d.LastHeartbeat); err != nil {
 			return d, fmt.Errorf("device %s: heartbeat: %w", d.ID, err)
 		}
+	}
+	if upd.Version != "" {
+		// The byte counts are the latest heartbeat's, when it is about the same update.
+		if hu := d.LastHeartbeat; hu != nil && hu.Update != nil && hu.Update.Version == upd.Version {
+			upd.Downloaded, upd.Reused, upd.Total = hu.Update.Downloaded, hu.Update.Reused, hu.Update.Total
+		}
+		d.Update, d.UpdateAt = &upd, fromNS(updAt)
 	}
 	return d, nil
 }
@@ -419,7 +474,7 @@ func (s *SQL) Enroll(ctx context.Context, e Enrollment) (api.Device, error) {
 			if role.Kind == "" {
 				role.Kind = api.RoleServer
 			}
-			res, err := tx.ExecContext(ctx, s.q(`INSERT INTO devices (`+deviceCols+`, hb_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`),
+			res, err := tx.ExecContext(ctx, s.q(`INSERT INTO devices (`+insertCols+`, hb_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`),
 				e.DeviceID, e.Hostname, jsonText(labels), api.StateActive, jsonText(role), e.CertSerial, ns(e.CertNotAfter), e.KeySHA256, tok.id,
 				ns(e.At), ns(e.At), e.Version, e.Slot, "", "")
 			if err != nil {

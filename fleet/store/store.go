@@ -94,6 +94,32 @@ type Store interface {
 	RequestReset(ctx context.Context, id string, at time.Time) (api.Device, error)
 	// SetRole sets the role a device should have.
 	SetRole(ctx context.Context, id string, role api.Role, at time.Time) (api.Device, error)
+	// PutRelease records a release the release store holds. Recording the same release
+	// again does nothing; another with its version is refused (ErrReleaseConflict).
+	PutRelease(ctx context.Context, info api.ReleaseInfo) error
+	// Releases lists the recorded releases, newest first.
+	Releases(ctx context.Context) ([]api.ReleaseInfo, error)
+	// Release returns a recorded release (ErrNotFound).
+	Release(ctx context.Context, version string) (api.ReleaseInfo, error)
+	// StartRollout starts the rollout of a recorded release to the active devices that
+	// match req.Selector, and tells the first wave (rollout.go). Another unfinished rollout
+	// (running, paused or halted) refuses it (ErrRolloutConflict); a finished rollout of the
+	// same release is replaced.
+	StartRollout(ctx context.Context, version string, req api.RolloutRequest, at time.Time) (api.RolloutStatus, error)
+	// Rollout returns a rollout's status (ErrNotFound).
+	Rollout(ctx context.Context, version string) (api.RolloutStatus, error)
+	// Rollouts lists the rollouts, newest first.
+	Rollouts(ctx context.Context) ([]api.RolloutStatus, error)
+	// RolloutEvents returns up to limit recent events of a rollout, newest first.
+	RolloutEvents(ctx context.Context, version string, limit int) ([]api.Event, error)
+	// RolloutAction pauses, resumes or aborts a rollout (action "pause", "resume", "abort");
+	// an action its state does not allow is refused (ErrRolloutConflict). Abort stops telling
+	// the devices that do not run the release yet to update.
+	RolloutAction(ctx context.Context, version, action string, at time.Time) (api.RolloutStatus, error)
+	// AdvanceRollouts takes one step of every running rollout: halt, next wave or
+	// completion. It returns the number of steps taken: 0 also when another fleet replica
+	// holds the rollout lock. It is idempotent.
+	AdvanceRollouts(ctx context.Context, at time.Time) (int, error)
 	// CountByState counts devices by state.
 	CountByState(ctx context.Context) (map[string]int, error)
 	// Ping checks that the database answers.

@@ -26,4 +26,17 @@ func TestBlockDevices(t *testing.T) {
 	if _, err := c.Partition(5); err == nil {
 		t.Error("missing partition opened")
 	}
+	// Opened for reading, a partition reads what was written and refuses writes; the file
+	// is not even opened for writing (a read-only file opens).
+	must(t, os.Chmod(filepath.Join(dir, "p6"), 0o444))
+	r, err := c.ReadPartition(6)
+	must(t, err)
+	defer r.Close()
+	b := make([]byte, 1)
+	if _, err := r.ReadAt(b, 8191); err != nil || b[0] != 'x' {
+		t.Errorf("read %q, %v", b, err)
+	}
+	if _, err := r.WriteAt([]byte("y"), 0); err == nil {
+		t.Error("write to a partition opened for reading accepted")
+	}
 }

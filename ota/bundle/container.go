@@ -54,22 +54,33 @@ func Write(w io.Writer, m Manifest, key ed25519.PrivateKey, parts []Source) (*Ma
 	if err != nil {
 		return nil, err
 	}
-	tw := tar.NewWriter(w)
-	if err := writeEntry(tw, ManifestFile, int64(len(mb)), bytesOpener(mb)); err != nil {
+	if err := WriteStream(w, mb, sig, parts); err != nil {
 		return nil, err
 	}
+	return &m, nil
+}
+
+// WriteStream writes the bundle container to w: manifest and sig as manifest.json and
+// manifest.sig, then each part's Size bytes from its Open, in order. It neither signs nor
+// hashes: the caller passes the exact signed bytes (a delta download reassembling a release,
+// see ota/delta). Write uses it, so every bundle's tar headers come from this one function.
+func WriteStream(w io.Writer, manifest, sig []byte, parts []Source) error {
+	tw := tar.NewWriter(w)
+	if err := writeEntry(tw, ManifestFile, int64(len(manifest)), bytesOpener(manifest)); err != nil {
+		return err
+	}
 	if err := writeEntry(tw, SignatureFile, int64(len(sig)), bytesOpener(sig)); err != nil {
-		return nil, err
+		return err
 	}
 	for _, s := range parts {
 		if err := writeEntry(tw, s.Name, s.Size, s.Open); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, fmt.Errorf("writing bundle: %w", err)
+		return fmt.Errorf("writing bundle: %w", err)
 	}
-	return &m, nil
+	return nil
 }
 
 func bytesOpener(b []byte) func() (io.ReadCloser, error) {
@@ -93,10 +104,16 @@ func hashSource(s Source) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func writeEntry(tw *tar.Writer, name string, size int64, open func() (io.ReadCloser, error)) error {
-	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644,
+// EntryHeader returns the tar header Write gives the entry name of size bytes, so that a
+// bundle can be laid out again byte for byte from its manifest, signature and parts (the
+// fleet server serves bundles reassembled from their stored chunks).
+func EntryHeader(name string, size int64) *tar.Header {
+	return &tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644,
 		ModTime: time.Unix(0, 0).UTC(), Uname: "root", Gname: "root"}
-	if err := tw.WriteHeader(hdr); err != nil {
+}
+
+func writeEntry(tw *tar.Writer, name string, size int64, open func() (io.ReadCloser, error)) error {
+	if err := tw.WriteHeader(EntryHeader(name, size)); err != nil {
 		return fmt.Errorf("writing bundle %s: %w", name, err)
 	}
 	r, err := open()
@@ -119,6 +136,8 @@ func writeEntry(tw *tar.Writer, name string, size int64, open func() (io.ReadClo
 type Reader struct {
 	tr   *tar.Reader
 	m    *Manifest
+	mb   []byte
+	sb   []byte
 	key  string
 	next int
 	cur  *partReader
@@ -137,26 +156,18 @@ func Open(r io.Reader, keys Keyring) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	sig, err := parseSignature(sb)
+	m, keyID, err := VerifyManifest(mb, sb, keys)
 	if err != nil {
 		return nil, err
 	}
-	pub, ok := keys[sig.KeyID]
-	if !ok {
-		return nil, Errorf(ErrUnknownKey, "manifest signed by key %s, which this device does not trust", sig.KeyID)
-	}
-	if !ed25519.Verify(pub, mb, sig.Signature) {
-		return nil, Errorf(ErrBadSignature, "the signature of key %s does not match manifest.json", sig.KeyID)
-	}
-	m, err := ParseManifest(mb)
-	if err != nil {
-		return nil, err
-	}
-	return &Reader{tr: tr, m: m, key: sig.KeyID}, nil
+	return &Reader{tr: tr, m: m, mb: mb, sb: sb, key: keyID}, nil
 }
 
 // Manifest returns the verified manifest.
 func (r *Reader) Manifest() *Manifest { return r.m }
+
+// Signed returns the exact bytes of manifest.json and manifest.sig as read (verified).
+func (r *Reader) Signed() (manifest, signature []byte) { return r.mb, r.sb }
 
 // KeyID returns the id of the key that signed the manifest.
 func (r *Reader) KeyID() string { return r.key }

@@ -1,10 +1,3 @@
-// Package delta makes update downloads small: a part of a release is cut into content-defined
-// chunks (Rabin fingerprints, github.com/restic/chunker) listed in an Index, and a device
-// fetches only the chunks its card does not already hold.
-//
-// Content-defined boundaries follow the content, not the offset: when one file of the system
-// filesystem grows or shrinks, the data after it moves, but its chunks (and their hashes)
-// stay the same, so only the chunks around the change are new.
 package delta
 
 import (
@@ -53,7 +46,7 @@ var hexSumRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Split cuts r into chunks and returns their index; the part's sha256 is computed on the way.
 func Split(part string, r io.Reader) (*Index, error) {
-	ix := &Index{Format: Format, Part: part}
+	ix := &Index{Format: Format, Part: part, Chunks: []Chunk{}} // "chunks":[] for an empty part, not null
 	h := sha256.New()
 	err := Chunks(io.TeeReader(r, h), func(off int64, data []byte) error {
 		s := sha256.Sum256(data)

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/heartbeat"
+	"github.com/edgeimg/edgeimg/agent/ota"
 )
 
 // TestStandIn runs the stand-in as `k3s server` in a temporary root and reads its API with
@@ -34,8 +36,14 @@ func TestStandIn(t *testing.T) {
 	}
 	write("etc/rancher/k3s/config.yaml", "write-kubeconfig: /var/lib/rancher/k3s/k3s.yaml\n")
 	write("etc/rancher/k3s/config.yaml.d/50-role.yaml", "node-name: \"e2e-node\"\n")
-	write("var/lib/rancher/k3s/server/manifests/app.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingest, namespace: smart-building}\nspec: {replicas: 3}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ingest}\n")
-	write("var/lib/rancher/k3s/server/manifests/chart.yaml", "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: cert-manager, namespace: kube-system}\nspec: {}\n")
+	app := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ingest, namespace: smart-building}\nspec: {replicas: 3}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ingest}\n"
+	chart := "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: cert-manager, namespace: kube-system}\nspec: {}\n"
+	for _, dir := range []string{"var/lib/rancher/k3s/server/manifests", "usr/lib/edgeimg/k3s/manifests"} {
+		write(dir+"/app.yaml", app)
+		write(dir+"/chart.yaml", chart)
+	}
+	write("usr/lib/edgeimg/k3s.json", `{"version": "v1.31.4+k3s1", "role": "server"}`)
+	write("var/lib/edgeimg/role.json", `{"role": {"kind": "server"}}`)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,6 +80,10 @@ func TestStandIn(t *testing.T) {
 	}
 	if !ready || len(notReady) != 0 {
 		t.Errorf("node ready %v, not ready pods %v", ready, notReady)
+	}
+	// The agent's trial-boot health check passes against it.
+	if err := ota.K3sHealth(device.Paths{Root: root}, "e2e-node")(context.Background()); err != nil {
+		t.Errorf("the agent's K3s health check: %v", err)
 	}
 	if _, _, err := (heartbeat.Kube{Kubeconfig: kc, Node: "other"}).Status(context.Background()); err == nil {
 		t.Error("a node that is not the stand-in's was found")

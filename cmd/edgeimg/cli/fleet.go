@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -16,26 +17,38 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/edgeimg/edgeimg/fleet"
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/fleet/client"
 	"github.com/edgeimg/edgeimg/fleet/pki"
 	"github.com/edgeimg/edgeimg/fleet/store"
+	"github.com/edgeimg/edgeimg/ota/bundle"
 )
 
-// fleetGlobals are the flags of `edgeimg fleet` that the admin commands share.
+// fleetGlobals are the flags that commands calling the fleet's admin API share (`edgeimg
+// fleet …`, `edgeimg release …`).
 type fleetGlobals struct {
 	*globals
-	server string
-	token  string
-	ca     string
+	serverFlag string // the name of the server URL flag: server or fleet
+	server     string
+	token      string
+	ca         string
+}
+
+// addFlags registers the server URL flag as --NAME, --admin-token and --ca on fs.
+func (f *fleetGlobals) addFlags(fs *pflag.FlagSet, name string) {
+	f.serverFlag = name
+	fs.StringVar(&f.server, name, "", "fleet server URL for admin commands (default $EDGEIMG_FLEET_URL)")
+	fs.StringVar(&f.token, "admin-token", "", "admin token (default $EDGEIMG_ADMIN_TOKEN, else ./admin-token)")
+	fs.StringVar(&f.ca, "ca", "", "fleet CA to trust (default $EDGEIMG_FLEET_CA, else ./ca.pem if present, else the system's roots)")
 }
 
 func (f *fleetGlobals) admin() (*client.Admin, error) {
 	server := firstOf(f.server, os.Getenv("EDGEIMG_FLEET_URL"))
 	if server == "" {
-		return nil, UsageError{errors.New("no fleet server: --server URL or EDGEIMG_FLEET_URL")}
+		return nil, UsageError{fmt.Errorf("no fleet server: --%s URL or EDGEIMG_FLEET_URL", f.serverFlag)}
 	}
 	token := firstOf(f.token, os.Getenv("EDGEIMG_ADMIN_TOKEN"))
 	if token == "" {
@@ -84,9 +97,7 @@ func NewCmdFleet(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
-	c.PersistentFlags().StringVar(&f.server, "server", "", "fleet server URL for admin commands (default $EDGEIMG_FLEET_URL)")
-	c.PersistentFlags().StringVar(&f.token, "admin-token", "", "admin token (default $EDGEIMG_ADMIN_TOKEN, else ./admin-token)")
-	c.PersistentFlags().StringVar(&f.ca, "ca", "", "fleet CA to trust (default $EDGEIMG_FLEET_CA, else ./ca.pem if present, else the system's roots)")
+	f.addFlags(c.PersistentFlags(), "server")
 	token := &cobra.Command{Use: "token", Short: "Create and list enrollment tokens", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
 	token.AddCommand(newCmdTokenCreate(f), newCmdTokenList(f))
 	dev := &cobra.Command{Use: "device", Short: "List, show, label, revoke and reset devices", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
@@ -119,7 +130,8 @@ token are written 0600. Existing files are never overwritten.`,
 }
 
 func newCmdFleetServe(g *globals) *cobra.Command {
-	var listen, db, publicURL, dir string
+	var listen, db, publicURL, dir, releaseDir string
+	var trustedKeys []string
 	var enrollRate float64
 	var heartbeat time.Duration
 	c := &cobra.Command{
@@ -127,7 +139,8 @@ func newCmdFleetServe(g *globals) *cobra.Command {
 		Short: "Run the fleet server (HTTPS API, /metrics, /healthz)",
 		Long: `Run the fleet server with the CA, server certificate and admin token made by fleet init.
 --db is a SQLite file (default fleet.db in --dir) or a postgres:// URL (several servers may
-share one PostgreSQL database).`,
+share one PostgreSQL database). Releases pushed with edgeimg release push are stored in
+--releases (default releases/ in --dir) and must be signed by a --trusted-key.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if listen == "" {
@@ -148,6 +161,13 @@ share one PostgreSQL database).`,
 			if err != nil {
 				return err
 			}
+			if releaseDir == "" {
+				releaseDir = filepath.Join(dir, "releases")
+			}
+			keys, err := readTrustedKeys(trustedKeys)
+			if err != nil {
+				return err
+			}
 			ctx := c.Context()
 			st, err := store.Open(ctx, db)
 			if err != nil {
@@ -156,13 +176,15 @@ share one PostgreSQL database).`,
 			defer st.Close()
 			log := slog.New(slog.NewTextHandler(c.ErrOrStderr(), nil))
 			h := fleet.NewServer(st, ca, fleet.WithAdminToken(adminToken), fleet.WithLogger(log), fleet.WithPublicURL(publicURL),
-				fleet.WithEnrollRate(enrollRate, 20), fleet.WithHeartbeatInterval(heartbeat))
+				fleet.WithEnrollRate(enrollRate, 20), fleet.WithHeartbeatInterval(heartbeat),
+				fleet.WithReleaseDir(releaseDir), fleet.WithTrustedKeys(keys))
 			l, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
 			srv := &http.Server{Handler: h, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 				WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+			go h.RunRollouts(ctx)
 			go func() {
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -182,7 +204,26 @@ share one PostgreSQL database).`,
 	c.Flags().StringVar(&dir, "dir", ".", "directory holding the files of fleet init")
 	c.Flags().Float64Var(&enrollRate, "enroll-rate", 2, "enrollments per second allowed per source IP (bursts of 20; 0: no limit)")
 	c.Flags().DurationVar(&heartbeat, "heartbeat", 30*time.Second, "heartbeat interval told to devices")
+	c.Flags().StringVar(&releaseDir, "releases", "", "directory to store pushed releases in (default releases/ in --dir)")
+	c.Flags().StringArrayVar(&trustedKeys, "trusted-key", nil, "public key (PEM, from edgeimg keys create) a pushed release must be signed with (repeatable; none: pushes are refused)")
 	return c
+}
+
+// readTrustedKeys reads the public key files of --trusted-key.
+func readTrustedKeys(paths []string) (bundle.Keyring, error) {
+	var pubs []ed25519.PublicKey
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-key: %w", err)
+		}
+		pk, err := bundle.ParsePublicKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-key %s: %w", p, err)
+		}
+		pubs = append(pubs, pk)
+	}
+	return bundle.NewKeyring(pubs...), nil
 }
 
 func redactDSN(db string) string {

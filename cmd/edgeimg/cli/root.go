@@ -45,7 +45,7 @@ loop devices, and two builds of the same inputs are byte-identical.`,
 	root.AddCommand(NewCmdBuild(g), NewCmdInspect(g), NewCmdSchema(g), NewCmdVersion(g), NewCmdFleet(g))
 	root.AddCommand(NewCmdPersonalize(g))
 	root.AddCommand(NewCmdLock(g), NewCmdPlan(g))
-	root.AddCommand(NewCmdKeys(g))
+	root.AddCommand(NewCmdKeys(g), NewCmdRelease(g))
 	// Without arguments edgeimg prints its help; an unknown command is a usage error.
 	root.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {
