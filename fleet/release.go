@@ -166,8 +166,12 @@ func (s *Server) pushRelease(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength > api.MaxBundleBytes {
 		return api.Errorf(http.StatusRequestEntityTooLarge, "too_large", "bundle of %d bytes, at most %d", r.ContentLength, int64(api.MaxBundleBytes))
 	}
-	// The body streams for as long as it takes: no read deadline, no admin body limit.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	// The body streams for as long as it takes: no read or write deadline (a write deadline
+	// that passes during the upload loses the answer, or resets an HTTP/2 stream), no admin
+	// body limit.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	body := http.MaxBytesReader(w, r.Body, api.MaxBundleBytes)
 	info, err := s.rel.Put(r.Context(), body, s.o.trusted, s.o.now())
 	var mbe *http.MaxBytesError

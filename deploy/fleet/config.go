@@ -1,8 +1,13 @@
 package fleet
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
@@ -25,6 +30,17 @@ type Config struct {
 	MaxReplicas int    // HPA maximum
 	CPUTarget   int    // HPA average CPU utilization, percent of the request
 	Server      Resources
+
+	// ReleasesStorage is the size of the fleet-releases PVC (OTA chunks and release files),
+	// e.g. 20Gi; ReleasesStorageClass its storage class (empty: the cluster's default), which
+	// must offer ReadWriteMany: every replica reads and writes the same releases.
+	ReleasesStorage      string
+	ReleasesStorageClass string
+
+	// OTATrustedKeys holds the PEM "PUBLIC KEY" blocks (ed25519, as written by
+	// `edgeimg keys create`) of the keys a pushed update bundle must be signed with,
+	// concatenated. Empty: the server trusts no key and refuses every push.
+	OTATrustedKeys string
 
 	// The files of `edgeimg fleet init`, mounted as --dir. All secret.
 	CACert, CAKey, ServerCert, ServerKey, AdminToken pulumi.StringOutput
@@ -50,6 +66,7 @@ var Defaults = Config{
 	MaxReplicas:     6,
 	CPUTarget:       70,
 	Server:          Resources{CPURequest: "250m", CPULimit: "1", MemoryRequest: "128Mi", MemoryLimit: "512Mi"},
+	ReleasesStorage: "20Gi",
 	PostgresImage:   "postgres:16",
 	PostgresStorage: "10Gi",
 	Postgres:        Resources{CPURequest: "250m", CPULimit: "1", MemoryRequest: "256Mi", MemoryLimit: "1Gi"},
@@ -95,6 +112,9 @@ func LoadConfig(ctx *pulumi.Context) (Config, error) {
 	str("cpuLimit", &cfg.Server.CPULimit)
 	str("memoryRequest", &cfg.Server.MemoryRequest)
 	str("memoryLimit", &cfg.Server.MemoryLimit)
+	str("releasesStorage", &cfg.ReleasesStorage)
+	str("releasesStorageClass", &cfg.ReleasesStorageClass)
+	str("otaTrustedKeys", &cfg.OTATrustedKeys)
 	cfg.CACert = secret("caCert")
 	cfg.CAKey = secret("caKey")
 	cfg.ServerCert = secret("serverCert")
@@ -136,6 +156,11 @@ func (c *Config) Check() error {
 		return fmt.Errorf("config cpuTarget: %d is not a percentage between 1 and 100", c.CPUTarget)
 	case !c.External && c.PostgresImage == "":
 		return fmt.Errorf("config postgresImage: empty")
+	case c.ReleasesStorage == "":
+		return fmt.Errorf("config releasesStorage: empty (the size of the %s volume, e.g. 20Gi)", ReleasesPVCName)
+	}
+	if _, err := c.TrustedKeys(); err != nil {
+		return err
 	}
 	for _, r := range []struct {
 		name string
@@ -149,4 +174,64 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// TrustedKeys splits OTATrustedKeys into its public keys, each as one PEM "PUBLIC KEY" block
+// (re-encoded, so that it is the only content of its file, as --trusted-key wants), in the
+// order given; key N becomes key-N.pub. It reports the first block, counted from 0, that is
+// not an ed25519 public key, any text outside the blocks and a key given twice.
+func (c *Config) TrustedKeys() ([]string, error) {
+	const key = "otaTrustedKeys"
+	var keys []string
+	seen := map[string]int{}
+	rest := []byte(c.OTATrustedKeys)
+	for i := 0; ; i++ {
+		rest = bytes.TrimSpace(rest)
+		if len(rest) == 0 {
+			break
+		}
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, fmt.Errorf("config %s: block %d: %q is not the start of a PEM block (want -----BEGIN PUBLIC KEY-----)", key, i, firstLine(rest))
+		}
+		blk, r := pem.Decode(rest)
+		if blk == nil {
+			return nil, fmt.Errorf("config %s: block %d: %q does not start a well-formed PEM block (missing END line or bad base64?)", key, i, firstLine(rest))
+		}
+		rest = r
+		if blk.Type != "PUBLIC KEY" {
+			hint := ""
+			if strings.Contains(blk.Type, "PRIVATE") {
+				hint = " (a private key: give the .pub file, and remove this value from the stack config and history)"
+			}
+			return nil, fmt.Errorf("config %s: block %d: type %q, want \"PUBLIC KEY\"%s", key, i, blk.Type, hint)
+		}
+		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: block %d: %w", key, i, err)
+		}
+		pk, ok := pub.(ed25519.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("config %s: block %d: a %T, want an ed25519 key (edgeimg keys create)", key, i, pub)
+		}
+		if j, dup := seen[string(pk)]; dup {
+			return nil, fmt.Errorf("config %s: block %d: the same key as block %d", key, i, j)
+		}
+		seen[string(pk)] = i
+		keys = append(keys, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: blk.Bytes})))
+	}
+	if len(keys) == 0 && c.OTATrustedKeys != "" {
+		return nil, fmt.Errorf("config %s: no PEM block (set it to the contents of a .pub file, or remove it)", key)
+	}
+	return keys, nil
+}
+
+// firstLine returns the start of b's first line, short enough for an error message.
+func firstLine(b []byte) string {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	}
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
 }

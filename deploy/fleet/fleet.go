@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 
@@ -17,13 +19,29 @@ const Port = 8443
 // PKIDir is where the fleet server's Secret (the files of `edgeimg fleet init`) is mounted.
 const PKIDir = "/etc/edgeimg/fleet"
 
+// ReleasesDir is where the shared fleet-releases volume is mounted, read-write: --releases.
+const ReleasesDir = "/var/lib/edgeimg/releases"
+
+// OTAKeysDir is where the fleet-ota-keys ConfigMap is mounted: key-N.pub, one --trusted-key each.
+const OTAKeysDir = "/etc/edgeimg/ota-keys"
+
+// ServerUID is the user and group the fleet server runs as (the image's nonroot user); the
+// pod's fsGroup, so that it can read the PKI Secret and write the releases volume.
+const ServerUID = 65532
+
+// OTAKeysAnnotation, on the fleet server's pod template, is the sha256 of the trusted keys:
+// a change of keys rolls the pods (the server reads --trusted-key files once, at start).
+const OTAKeysAnnotation = "edgeimg.dev/ota-keys-sha256"
+
 // Kubernetes object names (fixed, so that DNS names and kubectl commands are predictable).
 const (
-	ServerName       = "fleet-server" // Deployment, Service and HPA of the fleet server
-	PKISecretName    = "fleet-pki"    // ca.pem, ca-key.pem, server.pem, server-key.pem, admin-token
-	DBSecretName     = "fleet-db"     // key dsn: the postgres:// URL the server uses
-	PostgresName     = "postgres"     // StatefulSet and headless Service of the in-cluster PostgreSQL
-	PostgresSecret   = "postgres"     // key password
+	ServerName       = "fleet-server"   // Deployment, Service and HPA of the fleet server
+	PKISecretName    = "fleet-pki"      // ca.pem, ca-key.pem, server.pem, server-key.pem, admin-token
+	DBSecretName     = "fleet-db"       // key dsn: the postgres:// URL the server uses
+	ReleasesPVCName  = "fleet-releases" // ReadWriteMany PVC shared by the replicas: --releases
+	OTAKeysName      = "fleet-ota-keys" // ConfigMap key-N.pub: the --trusted-key files
+	PostgresName     = "postgres"       // StatefulSet and headless Service of the in-cluster PostgreSQL
+	PostgresSecret   = "postgres"       // key password
 	postgresUser     = "edgeimg"
 	postgresDatabase = "edgeimg"
 )
@@ -33,6 +51,8 @@ type Fleet struct {
 	Namespace       *corev1.Namespace
 	PKISecret       *corev1.Secret
 	DBSecret        *corev1.Secret
+	Releases        *corev1.PersistentVolumeClaim
+	OTAKeys         *corev1.ConfigMap // nil without trusted keys
 	PostgresSecret  *corev1.Secret
 	PostgresService *corev1.Service
 	Postgres        *appsv1.StatefulSet
@@ -46,8 +66,11 @@ func Deploy(ctx *pulumi.Context, cfg Config, opts ...pulumi.ResourceOption) (*Fl
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
+	trusted, err := cfg.TrustedKeys()
+	if err != nil {
+		return nil, err
+	}
 	f := &Fleet{}
-	var err error
 	f.Namespace, err = corev1.NewNamespace(ctx, cfg.Namespace, &corev1.NamespaceArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(cfg.Namespace), Labels: labels("namespace")},
 	}, opts...)
@@ -98,13 +121,69 @@ func Deploy(ctx *pulumi.Context, cfg Config, opts ...pulumi.ResourceOption) (*Fl
 		return nil, fmt.Errorf("declaring secret %s: %w", DBSecretName, err)
 	}
 
+	// The releases every replica serves and any replica may store a push into.
+	claim := &corev1.PersistentVolumeClaimSpecArgs{
+		AccessModes: pulumi.StringArray{pulumi.String("ReadWriteMany")},
+		Resources:   &corev1.VolumeResourceRequirementsArgs{Requests: pulumi.StringMap{"storage": pulumi.String(cfg.ReleasesStorage)}},
+	}
+	if cfg.ReleasesStorageClass != "" {
+		claim.StorageClassName = pulumi.String(cfg.ReleasesStorageClass)
+	}
+	f.Releases, err = corev1.NewPersistentVolumeClaim(ctx, ReleasesPVCName, &corev1.PersistentVolumeClaimArgs{
+		Metadata: meta(ReleasesPVCName, "fleet-server"),
+		Spec:     claim,
+	}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("declaring persistent volume claim %s: %w", ReleasesPVCName, err)
+	}
+
 	sel := pulumi.StringMap{"app.kubernetes.io/name": pulumi.String("edgeimg"), "app.kubernetes.io/component": pulumi.String("fleet-server")}
 	args := pulumi.StringArray{pulumi.String("fleet"), pulumi.String("serve"),
 		pulumi.String(fmt.Sprintf("--listen=:%d", Port)),
 		pulumi.String("--db=$(EDGEIMG_FLEET_DB)"),
-		pulumi.String("--dir=" + PKIDir)}
+		pulumi.String("--dir=" + PKIDir),
+		pulumi.String("--releases=" + ReleasesDir)}
 	if cfg.PublicURL != "" {
 		args = append(args, pulumi.String("--public-url="+cfg.PublicURL))
+	}
+	mounts := corev1.VolumeMountArray{
+		corev1.VolumeMountArgs{Name: pulumi.String("pki"), MountPath: pulumi.String(PKIDir), ReadOnly: pulumi.Bool(true)},
+		corev1.VolumeMountArgs{Name: pulumi.String("releases"), MountPath: pulumi.String(ReleasesDir)},
+	}
+	volumes := corev1.VolumeArray{
+		corev1.VolumeArgs{
+			Name: pulumi.String("pki"),
+			Secret: &corev1.SecretVolumeSourceArgs{
+				SecretName: f.PKISecret.Metadata.Name().Elem(), DefaultMode: pulumi.Int(0o440)},
+		},
+		corev1.VolumeArgs{
+			Name:                  pulumi.String("releases"),
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSourceArgs{ClaimName: f.Releases.Metadata.Name().Elem()},
+		},
+	}
+	podMeta := &metav1.ObjectMetaArgs{Labels: sel}
+	if len(trusted) > 0 {
+		data := pulumi.StringMap{}
+		sum := sha256.New()
+		for i, k := range trusted {
+			name := fmt.Sprintf("key-%d.pub", i)
+			data[name] = pulumi.String(k)
+			args = append(args, pulumi.String("--trusted-key="+OTAKeysDir+"/"+name))
+			fmt.Fprintf(sum, "%s\n%s", name, k)
+		}
+		f.OTAKeys, err = corev1.NewConfigMap(ctx, OTAKeysName, &corev1.ConfigMapArgs{
+			Metadata: meta(OTAKeysName, "fleet-server"),
+			Data:     data,
+		}, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("declaring config map %s: %w", OTAKeysName, err)
+		}
+		mounts = append(mounts, corev1.VolumeMountArgs{Name: pulumi.String("ota-keys"), MountPath: pulumi.String(OTAKeysDir), ReadOnly: pulumi.Bool(true)})
+		volumes = append(volumes, corev1.VolumeArgs{
+			Name:      pulumi.String("ota-keys"),
+			ConfigMap: &corev1.ConfigMapVolumeSourceArgs{Name: f.OTAKeys.Metadata.Name().Elem(), DefaultMode: pulumi.Int(0o444)},
+		})
+		podMeta.Annotations = pulumi.StringMap{OTAKeysAnnotation: pulumi.String(hex.EncodeToString(sum.Sum(nil)))}
 	}
 	probe := func(period, failures int) *corev1.ProbeArgs {
 		return &corev1.ProbeArgs{
@@ -124,8 +203,18 @@ func Deploy(ctx *pulumi.Context, cfg Config, opts ...pulumi.ResourceOption) (*Fl
 				RollingUpdate: &appsv1.RollingUpdateDeploymentArgs{MaxUnavailable: pulumi.Int(0), MaxSurge: pulumi.Int(1)},
 			},
 			Template: &corev1.PodTemplateSpecArgs{
-				Metadata: &metav1.ObjectMetaArgs{Labels: sel},
+				Metadata: podMeta,
 				Spec: &corev1.PodSpecArgs{
+					// The image's nonroot user; fsGroup makes the PKI Secret readable and the
+					// releases volume writable by it (see README.md for NFS-like volumes).
+					SecurityContext: &corev1.PodSecurityContextArgs{
+						RunAsNonRoot:        pulumi.Bool(true),
+						RunAsUser:           pulumi.Int(ServerUID),
+						RunAsGroup:          pulumi.Int(ServerUID),
+						FsGroup:             pulumi.Int(ServerUID),
+						FsGroupChangePolicy: pulumi.String("OnRootMismatch"), // no recursive chown of every chunk at each start
+						SeccompProfile:      &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
+					},
 					Containers: corev1.ContainerArray{corev1.ContainerArgs{
 						Name:  pulumi.String("fleet-server"),
 						Image: pulumi.String(cfg.Image),
@@ -139,15 +228,14 @@ func Deploy(ctx *pulumi.Context, cfg Config, opts ...pulumi.ResourceOption) (*Fl
 						Resources:      resources(cfg.Server),
 						LivenessProbe:  probe(10, 3),
 						ReadinessProbe: probe(5, 2),
-						VolumeMounts: corev1.VolumeMountArray{corev1.VolumeMountArgs{
-							Name: pulumi.String("pki"), MountPath: pulumi.String(PKIDir), ReadOnly: pulumi.Bool(true)}},
-						SecurityContext: &corev1.SecurityContextArgs{AllowPrivilegeEscalation: pulumi.Bool(false)},
+						VolumeMounts:   mounts,
+						SecurityContext: &corev1.SecurityContextArgs{
+							AllowPrivilegeEscalation: pulumi.Bool(false),
+							ReadOnlyRootFilesystem:   pulumi.Bool(true),
+							Capabilities:             &corev1.CapabilitiesArgs{Drop: pulumi.StringArray{pulumi.String("ALL")}},
+						},
 					}},
-					Volumes: corev1.VolumeArray{corev1.VolumeArgs{
-						Name: pulumi.String("pki"),
-						Secret: &corev1.SecretVolumeSourceArgs{
-							SecretName: f.PKISecret.Metadata.Name().Elem(), DefaultMode: pulumi.Int(0o440)},
-					}},
+					Volumes: volumes,
 				},
 			},
 		},

@@ -1,6 +1,12 @@
 package fleet_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"sort"
 	"strings"
@@ -37,6 +43,8 @@ const (
 	tNamespace   = "kubernetes:core/v1:Namespace"
 	tSecret      = "kubernetes:core/v1:Secret"
 	tService     = "kubernetes:core/v1:Service"
+	tPVC         = "kubernetes:core/v1:PersistentVolumeClaim"
+	tConfigMap   = "kubernetes:core/v1:ConfigMap"
 )
 
 var secretConfig = map[string]string{
@@ -160,6 +168,7 @@ func TestInClusterPostgres(t *testing.T) {
 	want := []string{
 		tDeployment + " fleet-server", tHPA + " fleet-server", tService + " fleet-server",
 		tNamespace + " edgeimg-fleet", tSecret + " fleet-pki", tSecret + " fleet-db", tSecret + " postgres",
+		tPVC + " fleet-releases",
 		tService + " postgres", tStatefulSet + " postgres",
 	}
 	sort.Strings(want)
@@ -368,5 +377,288 @@ func TestBadConfig(t *testing.T) {
 		if len(res) != 0 {
 			t.Errorf("%v: refused, yet declared %v", tc.conf, keys(res))
 		}
+	}
+}
+
+// strs returns an array of strings.
+func strs(t *testing.T, pm resource.PropertyMap, path ...any) []string {
+	t.Helper()
+	v := get(t, pm, path...)
+	if !v.IsArray() {
+		t.Fatalf("%v: %v is not an array", path, v)
+	}
+	var out []string
+	for _, e := range v.ArrayValue() {
+		if !e.IsString() {
+			t.Fatalf("%v: %v is not a string", path, e)
+		}
+		out = append(out, e.StringValue())
+	}
+	return out
+}
+
+// named returns the index of the element of the array at path whose name is name, or -1.
+func named(t *testing.T, pm resource.PropertyMap, name string, path ...any) int {
+	t.Helper()
+	for i, e := range get(t, pm, path...).ArrayValue() {
+		if n := e.ObjectValue()["name"]; n.IsString() && n.StringValue() == name {
+			return i
+		}
+	}
+	return -1
+}
+
+var podSpec = []any{"spec", "template", "spec"}
+var container0 = []any{"spec", "template", "spec", "containers", 0}
+
+func TestReleasesVolumeAndSecurityContext(t *testing.T) {
+	for _, tc := range []struct {
+		conf        map[string]string
+		size, class string
+		wantNoClass bool
+	}{
+		{conf: map[string]string{}, size: "20Gi", wantNoClass: true},
+		{conf: map[string]string{"releasesStorage": "200Gi", "releasesStorageClass": "efs-sc", "databaseUrl": "postgres://u:p@db/fleet"}, size: "200Gi", class: "efs-sc"},
+	} {
+		conf := map[string]string{"image": "edgeimg:dev", "postgresPassword": "x"}
+		for k, v := range tc.conf {
+			conf[k] = v
+		}
+		if _, ok := conf["databaseUrl"]; ok {
+			delete(conf, "postgresPassword")
+		}
+		res, err := deploy(t, conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pvc := need(t, res, tPVC, fleet.ReleasesPVCName)
+		if m := strs(t, pvc, "spec", "accessModes"); strings.Join(m, ",") != "ReadWriteMany" {
+			t.Errorf("%v: pvc access modes %v, want [ReadWriteMany]", tc.conf, m)
+		}
+		if s := str(t, pvc, "spec", "resources", "requests", "storage"); s != tc.size {
+			t.Errorf("%v: pvc size %q, want %q", tc.conf, s, tc.size)
+		}
+		if sc := get(t, pvc, "spec", "storageClassName"); tc.wantNoClass && !sc.IsNull() {
+			t.Errorf("%v: storageClassName %v, want the cluster default (unset)", tc.conf, sc)
+		} else if !tc.wantNoClass && (!sc.IsString() || sc.StringValue() != tc.class) {
+			t.Errorf("%v: storageClassName %v, want %q", tc.conf, sc, tc.class)
+		}
+		if ns := str(t, pvc, "metadata", "namespace"); ns != "edgeimg-fleet" {
+			t.Errorf("pvc namespace %q", ns)
+		}
+
+		dep := need(t, res, tDeployment, fleet.ServerName)
+		args := strs(t, dep, append(container0, "args")...)
+		if !contains(args, "--releases="+fleet.ReleasesDir) {
+			t.Errorf("args %q lack --releases=%s", args, fleet.ReleasesDir)
+		}
+		v := named(t, dep, "releases", append(podSpec, "volumes")...)
+		if v < 0 {
+			t.Fatalf("no volume named releases")
+		}
+		if c := str(t, dep, append(podSpec, "volumes", v, "persistentVolumeClaim", "claimName")...); c != fleet.ReleasesPVCName {
+			t.Errorf("releases volume claims %q", c)
+		}
+		mnt := named(t, dep, "releases", append(container0, "volumeMounts")...)
+		if mnt < 0 {
+			t.Fatalf("releases volume is not mounted")
+		}
+		if p := str(t, dep, append(container0, "volumeMounts", mnt, "mountPath")...); p != fleet.ReleasesDir {
+			t.Errorf("releases mounted at %s", p)
+		}
+		if ro := get(t, dep, append(container0, "volumeMounts", mnt, "readOnly")...); ro.IsBool() && ro.BoolValue() {
+			t.Error("releases mounted read-only")
+		}
+		// The PKI Secret stays read-only.
+		if ro := get(t, dep, append(container0, "volumeMounts", named(t, dep, "pki", append(container0, "volumeMounts")...), "readOnly")...); !ro.IsBool() || !ro.BoolValue() {
+			t.Error("pki not mounted read-only")
+		}
+
+		psc := append(append([]any{}, podSpec...), "securityContext")
+		if got := fmt.Sprintf("%v %d %d %d %s", get(t, dep, append(psc, "runAsNonRoot")...).BoolValue(), num(t, dep, append(psc, "runAsUser")...),
+			num(t, dep, append(psc, "runAsGroup")...), num(t, dep, append(psc, "fsGroup")...),
+			str(t, dep, append(psc, "seccompProfile", "type")...)); got != "true 65532 65532 65532 RuntimeDefault" {
+			t.Errorf("pod securityContext runAsNonRoot uid gid fsGroup seccomp = %s", got)
+		}
+		csc := append(append([]any{}, container0...), "securityContext")
+		if ape, ro := get(t, dep, append(csc, "allowPrivilegeEscalation")...), get(t, dep, append(csc, "readOnlyRootFilesystem")...); !ape.IsBool() || ape.BoolValue() || !ro.IsBool() || !ro.BoolValue() {
+			t.Errorf("container securityContext allowPrivilegeEscalation %v readOnlyRootFilesystem %v, want false true", ape, ro)
+		}
+		if d := strs(t, dep, append(csc, "capabilities", "drop")...); strings.Join(d, ",") != "ALL" {
+			t.Errorf("capabilities dropped %v, want [ALL]", d)
+		}
+
+		// Without otaTrustedKeys: no ConfigMap, no --trusted-key, nothing mounted for it.
+		if _, ok := res[tConfigMap+" "+fleet.OTAKeysName]; ok {
+			t.Errorf("%s declared without otaTrustedKeys", fleet.OTAKeysName)
+		}
+		for _, a := range args {
+			if strings.HasPrefix(a, "--trusted-key") {
+				t.Errorf("otaTrustedKeys unset, yet %s", a)
+			}
+		}
+		if named(t, dep, "ota-keys", append(podSpec, "volumes")...) >= 0 || named(t, dep, "ota-keys", append(container0, "volumeMounts")...) >= 0 {
+			t.Error("otaTrustedKeys unset, yet an ota-keys volume")
+		}
+		if a := get(t, dep, "spec", "template", "metadata", "annotations"); a.IsObject() && a.ObjectValue().HasValue(fleet.OTAKeysAnnotation) {
+			t.Errorf("otaTrustedKeys unset, yet annotation %v", a)
+		}
+	}
+}
+
+// pubPEM makes a new ed25519 key and returns its public key and PEM PKIX form.
+func pubPEM(t *testing.T) (ed25519.PublicKey, string) {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func TestTrustedKeys(t *testing.T) {
+	pub0, pem0 := pubPEM(t)
+	pub1, pem1 := pubPEM(t)
+	// As `pulumi config set otaTrustedKeys "$(cat a.pub b.pub)"` gives them: $(…) drops the
+	// final newline; a blank line between the two is fine too.
+	res, err := deploy(t, map[string]string{"image": "edgeimg:dev", "postgresPassword": "x",
+		"otaTrustedKeys": pem0 + "\n" + strings.TrimSuffix(pem1, "\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := need(t, res, tConfigMap, fleet.OTAKeysName)
+	if ns := str(t, cm, "metadata", "namespace"); ns != "edgeimg-fleet" {
+		t.Errorf("configmap namespace %q", ns)
+	}
+	if n := len(get(t, cm, "data").ObjectValue()); n != 2 {
+		t.Errorf("configmap has %d files, want 2", n)
+	}
+	for i, want := range []ed25519.PublicKey{pub0, pub1} {
+		file := fmt.Sprintf("key-%d.pub", i)
+		b := str(t, cm, "data", file)
+		blk, rest := pem.Decode([]byte(b))
+		if blk == nil || blk.Type != "PUBLIC KEY" || strings.TrimSpace(string(rest)) != "" {
+			t.Fatalf("%s is not one PEM PUBLIC KEY block: %q", file, b)
+		}
+		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if !want.Equal(k) {
+			t.Errorf("%s holds another key than block %d", file, i)
+		}
+	}
+
+	dep := need(t, res, tDeployment, fleet.ServerName)
+	var flags []string
+	for _, a := range strs(t, dep, append(container0, "args")...) {
+		if strings.HasPrefix(a, "--trusted-key") {
+			flags = append(flags, a)
+		}
+	}
+	want := []string{"--trusted-key=" + fleet.OTAKeysDir + "/key-0.pub", "--trusted-key=" + fleet.OTAKeysDir + "/key-1.pub"}
+	if strings.Join(flags, " ") != strings.Join(want, " ") {
+		t.Errorf("trusted-key flags %q, want %q", flags, want)
+	}
+	v := named(t, dep, "ota-keys", append(podSpec, "volumes")...)
+	if v < 0 {
+		t.Fatal("no ota-keys volume")
+	}
+	if n := str(t, dep, append(podSpec, "volumes", v, "configMap", "name")...); n != fleet.OTAKeysName {
+		t.Errorf("ota-keys volume from configmap %q", n)
+	}
+	m := named(t, dep, "ota-keys", append(container0, "volumeMounts")...)
+	if m < 0 {
+		t.Fatal("ota-keys volume not mounted")
+	}
+	if p, ro := str(t, dep, append(container0, "volumeMounts", m, "mountPath")...), get(t, dep, append(container0, "volumeMounts", m, "readOnly")...); p != fleet.OTAKeysDir || !ro.IsBool() || !ro.BoolValue() {
+		t.Errorf("ota-keys mounted at %s readOnly %v, want %s read-only", p, ro, fleet.OTAKeysDir)
+	}
+
+	// Changing the keys changes the pod template, so the pods restart with them.
+	sums := map[string]string{"both": str(t, dep, "spec", "template", "metadata", "annotations", fleet.OTAKeysAnnotation)}
+	for name, k := range map[string]string{"key 0": pem0, "key 1": pem1} {
+		res1, err := deploy(t, map[string]string{"image": "edgeimg:dev", "postgresPassword": "x", "otaTrustedKeys": k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sums[name] = str(t, need(t, res1, tDeployment, fleet.ServerName), "spec", "template", "metadata", "annotations", fleet.OTAKeysAnnotation)
+		if n := len(get(t, need(t, res1, tConfigMap, fleet.OTAKeysName), "data").ObjectValue()); n != 1 {
+			t.Errorf("%s alone: %d files", name, n)
+		}
+	}
+	if sums["both"] == "" || sums["both"] == sums["key 0"] || sums["key 0"] == sums["key 1"] || sums["both"] == sums["key 1"] {
+		t.Errorf("%s annotations do not tell the key sets apart: %v", fleet.OTAKeysAnnotation, sums)
+	}
+}
+
+func TestBadTrustedKeys(t *testing.T) {
+	_, pem0 := pubPEM(t)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	privPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err = x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	for _, tc := range []struct {
+		name, keys string
+		want       []string
+	}{
+		{"private key second", pem0 + privPEM, []string{"block 1", `"PRIVATE KEY"`, "private key"}},
+		{"ecdsa key", ecPEM, []string{"block 0", "ed25519"}},
+		{"not PEM", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA user@host", []string{"block 0", "not the start of a PEM block"}},
+		{"text after a key", pem0 + "trailing words", []string{"block 1", "trailing words"}},
+		{"truncated", pem0 + pem0[:len(pem0)/2], []string{"block 1", "well-formed"}},
+		{"garbage DER", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", []string{"block 0"}},
+		{"twice the same", pem0 + pem0, []string{"block 1", "same key as block 0"}},
+		{"only blanks", " \n\t\n", []string{"no PEM block"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := deploy(t, map[string]string{"image": "i", "postgresPassword": "x", "otaTrustedKeys": tc.keys})
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range append([]string{"config otaTrustedKeys"}, tc.want...) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), strings.Split(privPEM, "\n")[1][:20]) {
+				t.Errorf("error %q echoes the private key", err)
+			}
+			if len(res) != 0 {
+				t.Errorf("refused, yet declared %v", keys(res))
+			}
+		})
+	}
+
+	// Check, as Deploy calls it with a Config built by hand.
+	cfg := fleet.Defaults
+	cfg.Image = "i"
+	cfg.PostgresPassword = pulumi.String("x").ToStringOutput()
+	cfg.OTATrustedKeys = privPEM
+	if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), "otaTrustedKeys: block 0") {
+		t.Errorf("Check of a private key: %v", err)
+	}
+	cfg.OTATrustedKeys = ""
+	cfg.ReleasesStorage = ""
+	if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), "releasesStorage") {
+		t.Errorf("Check of an empty releasesStorage: %v", err)
 	}
 }
