@@ -126,6 +126,7 @@ func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 	s.mux.HandleFunc("POST "+api.PathHeartbeat, s.heartbeat)
 	s.mux.HandleFunc("POST /v1/admin/tokens", s.admin(s.createToken))
 	s.mux.HandleFunc("GET /v1/admin/tokens", s.admin(s.listTokens))
+	s.mux.HandleFunc("POST /v1/admin/tokens/{id}/revoke", s.admin(s.revokeToken))
 	s.mux.HandleFunc("GET /v1/admin/devices", s.admin(s.listDevices))
 	s.mux.HandleFunc("GET /v1/admin/devices/{id}", s.admin(s.showDevice))
 	s.mux.HandleFunc("POST /v1/admin/devices/{id}/labels", s.admin(s.labelDevice))
@@ -184,6 +185,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) string 
 		re = api.Errorf(http.StatusUnauthorized, "expired_token", "%v", err)
 	case errors.Is(err, store.ErrUsedUpToken):
 		re = api.Errorf(http.StatusUnauthorized, "used_up_token", "%v", err)
+	case errors.Is(err, store.ErrRevokedToken):
+		re = api.Errorf(http.StatusUnauthorized, "revoked_token", "%v", err)
 	case errors.Is(err, store.ErrRevoked):
 		re = api.Errorf(http.StatusForbidden, "revoked", "%v", err)
 	case errors.Is(err, store.ErrKeyMismatch):
@@ -416,6 +419,22 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 		toks = []api.TokenInfo{}
 	}
 	writeJSON(w, http.StatusOK, toks)
+	return nil
+}
+
+// revokeToken revokes an enrollment token: devices enrolled with it keep working, new
+// enrollments with it are refused (revoked_token). Revoking again answers the same token.
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	t, err := s.store.RevokeToken(r.Context(), id, s.o.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Errorf(http.StatusNotFound, "not_found", "no enrollment token with ID %q (edgeimg fleet token list shows the IDs)", id)
+	}
+	if err != nil {
+		return err
+	}
+	s.o.log.Info("enrollment token revoked", "token", t.ID, "at", t.RevokedAt)
+	writeJSON(w, http.StatusOK, t)
 	return nil
 }
 

@@ -255,8 +255,8 @@ func (a *agent) run(ctx context.Context) error {
 	if a.client == nil {
 		// No fleet (the image has none, or its settings are broken): a standalone K3s server
 		// that never enrolls. The settings are imported all the same (host name, network).
-		a.log.Info("no fleet configured: running K3s standalone")
-		if err := a.applyApplied(ctx, api.Role{Kind: api.RoleServer}, true); err != nil {
+		a.log.Info("no fleet configured: running K3s in the image's role")
+		if err := a.applyApplied(ctx); err != nil {
 			return err
 		}
 		<-ctx.Done()
@@ -277,8 +277,8 @@ func (a *agent) run(ctx context.Context) error {
 				return err
 			}
 			a.logEnrollError(err)
-			a.log.Info("not enrolled yet: starting K3s as a standalone server; enrollment goes on in the background")
-			if err := a.applyApplied(ctx, api.Role{Kind: api.RoleServer}, true); err != nil {
+			a.log.Info("not enrolled yet: starting K3s in the image's role; enrollment goes on in the background")
+			if err := a.applyApplied(ctx); err != nil {
 				a.log.Error("starting K3s", "err", err)
 				a.record(err)
 			}
@@ -374,16 +374,23 @@ func Slot(p device.Paths) string {
 	return ""
 }
 
-// applyApplied makes sure K3s runs: the configured role if there is one, else role.
-func (a *agent) applyApplied(ctx context.Context, role api.Role, provisional bool) error {
+// applyApplied makes sure K3s runs: the configured role if there is one, else the image's
+// (k3s.ImageRole: a server, or an agent of the server in the image's config), provisionally
+// until the fleet assigns one.
+func (a *agent) applyApplied(ctx context.Context) error {
 	cur, err := k3s.LoadApplied(a.p)
 	if err != nil {
 		return err
 	}
 	if cur != nil {
-		role, provisional = cur.Role, cur.Provisional
+		return k3s.Apply(ctx, a.p, a.cfg.Runner, cur.Role, cur.Provisional, a.settings.Hostname, a.settings.Labels)
 	}
-	return k3s.Apply(ctx, a.p, a.cfg.Runner, role, provisional, a.settings.Hostname, a.settings.Labels)
+	role, err := k3s.ImageRole(a.p)
+	if err != nil {
+		return err
+	}
+	a.log.Info("starting K3s in the image's role until the fleet assigns one", "role", role.String())
+	return k3s.Apply(ctx, a.p, a.cfg.Runner, role, true, a.settings.Hostname, a.settings.Labels)
 }
 
 // applyRole applies the fleet's role; a refusal is logged and reported in the heartbeats.

@@ -28,8 +28,11 @@ const (
 	FleetCA          = "usr/lib/edgeimg/fleet-ca.pem"
 	FleetConfig      = "usr/lib/edgeimg/fleet.json"
 	// K3sInfo is written by the builder when the image ships K3s (version, default role).
-	K3sInfo    = "usr/lib/edgeimg/k3s.json"
-	ClockEpoch = "usr/lib/clock-epoch"
+	K3sInfo = "usr/lib/edgeimg/k3s.json"
+	// K3sImageConfig is the image's base K3s config (the spec's k3s.config merged in); an
+	// image whose default role is agent has the server to join and its token there.
+	K3sImageConfig = "etc/rancher/k3s/config.yaml"
+	ClockEpoch     = "usr/lib/clock-epoch"
 	// SettingsOnConfig is device.yaml's path on the config (first FAT) partition.
 	SettingsOnConfig = "edgeimg/device.yaml"
 )

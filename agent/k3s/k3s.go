@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/fleet/api"
 )
@@ -111,7 +113,9 @@ func Config(role api.Role, hostname string, labels map[string]string) []byte {
 	switch role.Kind {
 	case api.RoleAgent:
 		b.WriteString("server: " + strconv.Quote(role.ServerURL) + "\n")
-		b.WriteString("token: " + strconv.Quote(role.Token) + "\n")
+		if role.Token != "" { // else the image's config.yaml has it (ImageRole)
+			b.WriteString("token: " + strconv.Quote(role.Token) + "\n")
+		}
 	default:
 		// The root is read-only: K3s writes its kubeconfig on the data partition.
 		b.WriteString("write-kubeconfig: " + strconv.Quote("/"+device.K3sKubeconfig) + "\n")
@@ -126,8 +130,17 @@ func Config(role api.Role, hostname string, labels map[string]string) []byte {
 // when the config changed, restarts) the role's unit. A change of role (kind or server) on a
 // node whose K3s has state is refused (ErrRoleChange): Reset first. Applying the same role
 // again only makes sure it runs.
+//
+// A provisional agent role may come without a token: the image's role (ImageRole), whose join
+// token is in the image's config.yaml. A server role on an image whose config.yaml joins a
+// server (an agent image) clears the image's server and token, so that the node is a
+// standalone server and does not join the image's.
 func Apply(ctx context.Context, p device.Paths, r Runner, role api.Role, provisional bool, hostname string, labels map[string]string) error {
-	if err := role.Validate(); err != nil {
+	check := role
+	if provisional && role.Kind == api.RoleAgent && role.Token == "" {
+		check.Token = "from-the-image" // ImageRole: the token is in the image's config.yaml
+	}
+	if err := check.Validate(); err != nil {
 		return err
 	}
 	cur, err := LoadApplied(p)
@@ -141,6 +154,18 @@ func Apply(ctx context.Context, p device.Paths, r Runner, role api.Role, provisi
 		}
 	}
 	cfg := Config(role, hostname, labels)
+	if role.Kind == api.RoleServer {
+		img, err := imageConfig(p)
+		if err != nil {
+			return err
+		}
+		for _, k := range joinKeys {
+			if _, ok := img[k]; ok {
+				// config.yaml.d wins over config.yaml: an empty value unsets the image's.
+				cfg = append(cfg, k+": \"\"\n"...)
+			}
+		}
+	}
 	path := p.Path(device.K3sRoleConfig)
 	old, err := os.ReadFile(path)
 	changed := err != nil || !bytes.Equal(old, cfg)
@@ -176,6 +201,63 @@ func Apply(ctx context.Context, p device.Paths, r Runner, role api.Role, provisi
 		return fmt.Errorf("starting %s: %w", Unit(role.Kind), err)
 	}
 	return nil
+}
+
+// joinKeys are the K3s config keys that make a node join a server.
+var joinKeys = []string{"server", "token", "token-file"}
+
+// imageConfig reads the image's base K3s config; nil when there is none.
+func imageConfig(p device.Paths) (map[string]any, error) {
+	b, err := os.ReadFile(p.Path(device.K3sImageConfig))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the image's K3s config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Path(device.K3sImageConfig), err)
+	}
+	return m, nil
+}
+
+// ImageRole returns the role the image starts K3s in until the fleet assigns one: "role" of
+// the image's k3s.json (the spec's k3s.role; server when it has none). For an agent it is
+// the server of the image's config.yaml, with no token: the config.yaml has it (token or
+// token-file), and K3s reads it there.
+func ImageRole(p device.Paths) (api.Role, error) {
+	b, err := os.ReadFile(p.Path(device.K3sInfo))
+	if errors.Is(err, fs.ErrNotExist) {
+		return api.Role{Kind: api.RoleServer}, nil
+	}
+	if err != nil {
+		return api.Role{}, fmt.Errorf("reading the image's K3s settings: %w", err)
+	}
+	var info struct {
+		Role string `json:"role"`
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return api.Role{}, fmt.Errorf("%s: %w", p.Path(device.K3sInfo), err)
+	}
+	switch info.Role {
+	case "", api.RoleServer:
+		return api.Role{Kind: api.RoleServer}, nil
+	case api.RoleAgent:
+	default:
+		return api.Role{}, fmt.Errorf("%s: role %q is not %s or %s", p.Path(device.K3sInfo), info.Role, api.RoleServer, api.RoleAgent)
+	}
+	img, err := imageConfig(p)
+	if err != nil {
+		return api.Role{}, err
+	}
+	server, _ := img["server"].(string)
+	_, hasToken := img["token"]
+	_, hasTokenFile := img["token-file"]
+	if !strings.HasPrefix(server, "https://") || !(hasToken || hasTokenFile) {
+		return api.Role{}, fmt.Errorf("the image's role is agent but %s has no https server and token (or token-file) to join", p.Path(device.K3sImageConfig))
+	}
+	return api.Role{Kind: api.RoleAgent, ServerURL: server}, nil
 }
 
 // Installed reports whether the image ships K3s (the builder writes device.K3sInfo then).

@@ -25,8 +25,9 @@ type K3s struct {
 	Binary K3sBinary `yaml:"binary,omitempty" json:"binary,omitzero" jsonschema_description:"The self-extracting linux/arm64 k3s executable; by default the release's k3s-arm64 asset on GitHub."`
 
 	// Role is the K3s role a device starts in: server or agent. The fleet may assign
-	// another. Default server.
-	Role string `yaml:"role,omitempty" json:"role,omitempty" jsonschema_description:"The K3s role a device starts in: server or agent (the fleet may assign another). Default server."`
+	// another once the device enrolls. An agent needs config.server (the https URL of the
+	// K3s server it joins) and config.token or config.token-file. Default server.
+	Role string `yaml:"role,omitempty" json:"role,omitempty" jsonschema_description:"The K3s role a device starts in: server or agent (the fleet may assign another once the device enrolls). An agent needs config.server (https://HOST:6443) and config.token or config.token-file. Default server."`
 
 	// Config is merged into /etc/rancher/k3s/config.yaml: K3s flags without their leading
 	// dashes ("node-label", "disable", …). Its keys win over the builder's base config.
@@ -269,10 +270,46 @@ func (v *validator) k3sSection(k *K3s) {
 			if p, ok := k.Config[key].(string); !ok || !(strings.HasPrefix(p, "/var/") || strings.HasPrefix(p, "/run/")) {
 				v.addf(f, "%v: must be a path under /var or /run (the root filesystem is read-only)", k.Config[key])
 			}
+		case k.Role == "agent" && (key == "server" || key == "token" || key == "token-file"):
+			// What an agent image joins until the fleet assigns a role (checked below).
 		case key == "server" || key == "token" || key == "agent-token" || key == "token-file":
-			v.addf(f, "is set on the device by edgeimg-agent from the role the fleet assigns (config.yaml.d), not in the image")
+			v.addf(f, "is set on the device by edgeimg-agent from the role the fleet assigns (config.yaml.d), not in the image (only an image with k3s.role: agent names the server it joins, with server and token)")
 		}
 	}
+	if k.Role == "agent" {
+		v.k3sAgent(k.Config)
+	}
+}
+
+// k3sAgent checks what an image whose default role is agent joins: config.server, an https
+// URL, and config.token or config.token-file.
+func (v *validator) k3sAgent(cfg map[string]any) {
+	server, hasServer := cfg["server"]
+	switch u, ok := server.(string); {
+	case !hasServer:
+		v.add("k3s.config.server", "must be set with k3s.role: agent: the https://HOST:6443 URL of the K3s server the device joins")
+	case !ok || hasControl(u) || strings.ContainsAny(u, " \"'") || !isHTTPSURL(u):
+		v.addf("k3s.config.server", "%v is not an https://HOST[:PORT] URL (k3s.role: agent joins it)", server)
+	}
+	token, hasToken := cfg["token"]
+	file, hasFile := cfg["token-file"]
+	switch t, ok := token.(string); {
+	case hasToken && hasFile:
+		v.add("k3s.config.token", "and k3s.config.token-file are both set: give one")
+	case !hasToken && !hasFile:
+		v.add("k3s.config.token", "must be set (or k3s.config.token-file) with k3s.role: agent: the join token of the K3s server")
+	case hasToken && (!ok || t == "" || hasControl(t) || strings.ContainsAny(t, " \"'")):
+		v.add("k3s.config.token", "must be a non-empty string without spaces or quotes") // never echo a secret
+	}
+	if f, ok := file.(string); hasFile && (!ok || !strings.HasPrefix(f, "/") || hasControl(f)) {
+		v.addf("k3s.config.token-file", "%v is not an absolute path", file)
+	}
+}
+
+// isHTTPSURL reports whether u is https://HOST[:PORT] with nothing but an optional path.
+func isHTTPSURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && p.Scheme == "https" && p.Host != "" && p.User == nil && p.RawQuery == "" && p.Fragment == ""
 }
 
 func (v *validator) hardware(s *Spec) {

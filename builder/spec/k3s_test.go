@@ -116,3 +116,44 @@ func TestK3sManifestPathsResolved(t *testing.T) {
 		t.Errorf("manifests: %v", s.Manifests)
 	}
 }
+
+// TestK3sAgentRole: an image whose default role is agent must name the server it joins
+// (https) and its token (or token-file); the errors name the field and never echo the token.
+func TestK3sAgentRole(t *testing.T) {
+	for _, c := range []struct {
+		name, config string
+		want         []string
+	}{
+		{"server and token", `{server: "https://10.0.0.1:6443", token: K10secret}`, nil},
+		{"server and token-file", `{server: "https://k3s.example.com:6443", token-file: /var/lib/edgeimg/k3s-token}`, nil},
+		{"nothing", `{}`, []string{"k3s.config.server: must be set with k3s.role: agent", "k3s.config.token: must be set (or k3s.config.token-file) with k3s.role: agent"}},
+		{"no token", `{server: "https://10.0.0.1:6443"}`, []string{"k3s.config.token: must be set"}},
+		{"no server", `{token: K10secret}`, []string{"k3s.config.server: must be set"}},
+		{"http server", `{server: "http://10.0.0.1:6443", token: K10secret}`, []string{`k3s.config.server: http://10.0.0.1:6443 is not an https://HOST[:PORT] URL`}},
+		{"server not a string", `{server: 6443, token: K10secret}`, []string{`k3s.config.server: 6443 is not an https`}},
+		{"both tokens", `{server: "https://10.0.0.1:6443", token: K10secret, token-file: /var/t}`, []string{"k3s.config.token: and k3s.config.token-file are both set"}},
+		{"token with a space", `{server: "https://10.0.0.1:6443", token: "K10 secret"}`, []string{"k3s.config.token: must be a non-empty string without spaces or quotes"}},
+		{"relative token-file", `{server: "https://10.0.0.1:6443", token-file: k3s-token}`, []string{"k3s.config.token-file: k3s-token is not an absolute path"}},
+		{"agent-token", `{server: "https://10.0.0.1:6443", token: K10secret, agent-token: x}`, []string{"k3s.config.agent-token: is set on the device by edgeimg-agent"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := Decode(strings.NewReader("name: a\nboard: rpi4\nk3s:\n  role: agent\n  config: "+c.config+"\n"), "agent.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetDefaults(testDefaults)
+			err = s.Validate()
+			wantErrs(t, err, c.want...)
+			if err != nil && strings.Contains(err.Error(), "K10") {
+				t.Errorf("the error shows the token: %v", err)
+			}
+		})
+	}
+	// A server image still may not set what the fleet's role sets.
+	s, err := Decode(strings.NewReader("name: a\nboard: rpi4\nk3s:\n  role: server\n  config: {server: \"https://10.0.0.1:6443\"}\n"), "server.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetDefaults(testDefaults)
+	wantErrs(t, s.Validate(), "k3s.config.server: is set on the device by edgeimg-agent")
+}

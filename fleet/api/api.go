@@ -137,7 +137,7 @@ type Error struct {
 	// Error says what was wrong, for a person.
 	Error string `json:"error"`
 	// Code is a stable word for programs: bad_request, unknown_token, expired_token,
-	// used_up_token, bad_csr, revoked, conflict, unauthorized, not_found, rate_limited,
+	// used_up_token, revoked_token, bad_csr, revoked, conflict, unauthorized, not_found, rate_limited,
 	// too_large, internal.
 	Code string `json:"code"`
 }
@@ -166,6 +166,9 @@ type TokenInfo struct {
 	UsesLeft  int               `json:"uses_left"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Role      Role              `json:"role"`
+	// RevokedAt is when the token was revoked (POST /v1/admin/tokens/{id}/revoke); zero
+	// while it is not. A revoked token enrolls no device (code revoked_token).
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // Device is a device as the admin API shows it.

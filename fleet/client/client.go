@@ -116,6 +116,13 @@ func (a *Admin) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
 	return out, a.do(ctx, http.MethodGet, "/v1/admin/tokens", nil, &out)
 }
 
+// RevokeToken revokes the enrollment token with ID id (as Tokens lists it); revoking a
+// revoked token again answers it unchanged.
+func (a *Admin) RevokeToken(ctx context.Context, id string) (*api.TokenInfo, error) {
+	var out api.TokenInfo
+	return &out, a.do(ctx, http.MethodPost, "/v1/admin/tokens/"+url.PathEscape(id)+"/revoke", nil, &out)
+}
+
 // Devices lists devices, filtered by state and labels when given.
 func (a *Admin) Devices(ctx context.Context, state string, labels map[string]string) ([]api.Device, error) {
 	q := url.Values{}

@@ -213,6 +213,9 @@ func (s *SQL) migrations() [][]string {
 			kind TEXT NOT NULL,
 			detail TEXT NOT NULL)`,
 		`CREATE INDEX rollout_events_version ON rollout_events (version, id)`,
+	}, {
+		// Token revocation: 0 while the token is not revoked.
+		`ALTER TABLE tokens ADD COLUMN revoked_at BIGINT NOT NULL DEFAULT 0`,
 	}}
 }
 
@@ -371,31 +374,64 @@ func (s *SQL) CreateToken(ctx context.Context, t Token) error {
 	})
 }
 
+// tokenCols are the columns a TokenInfo is read from (scanToken).
+const tokenCols = `id, created_at, expires_at, uses, uses_left, labels, role, revoked_at`
+
+func scanToken(r scanner) (api.TokenInfo, error) {
+	var t api.TokenInfo
+	var created, expires, revoked int64
+	var labels, role string
+	err := r.Scan(&t.ID, &created, &expires, &t.Uses, &t.UsesLeft, &labels, &role, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("reading a token: %w", err)
+	}
+	t.CreatedAt, t.ExpiresAt, t.RevokedAt = fromNS(created), fromNS(expires), fromNS(revoked)
+	if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
+		return t, fmt.Errorf("token %s: labels: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(role), &t.Role); err != nil {
+		return t, fmt.Errorf("token %s: role: %w", t.ID, err)
+	}
+	return t, nil
+}
+
 // Tokens implements Store.
 func (s *SQL) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, created_at, expires_at, uses, uses_left, labels, role FROM tokens ORDER BY created_at DESC, id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
 	defer rows.Close()
 	var out []api.TokenInfo
 	for rows.Next() {
-		var t api.TokenInfo
-		var created, expires int64
-		var labels, role string
-		if err := rows.Scan(&t.ID, &created, &expires, &t.Uses, &t.UsesLeft, &labels, &role); err != nil {
+		t, err := scanToken(rows)
+		if err != nil {
 			return nil, fmt.Errorf("listing tokens: %w", err)
-		}
-		t.CreatedAt, t.ExpiresAt = fromNS(created), fromNS(expires)
-		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
-			return nil, fmt.Errorf("token %s: labels: %w", t.ID, err)
-		}
-		if err := json.Unmarshal([]byte(role), &t.Role); err != nil {
-			return nil, fmt.Errorf("token %s: role: %w", t.ID, err)
 		}
 		out = append(out, t)
 	}
 	return out, rows.Err()
+}
+
+// RevokeToken implements Store.
+func (s *SQL) RevokeToken(ctx context.Context, id string, at time.Time) (api.TokenInfo, error) {
+	var out api.TokenInfo
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// Only a token not revoked yet gets the time: revoking again keeps the first.
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at = 0`), ns(at), id); err != nil {
+			return fmt.Errorf("revoking token %s: %w", id, err)
+		}
+		t, err := scanToken(tx.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE id = ?`), id))
+		if err != nil {
+			return fmt.Errorf("token %s: %w", id, err)
+		}
+		out = t
+		return nil
+	})
+	return out, err
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -427,19 +463,23 @@ func (s *SQL) Enroll(ctx context.Context, e Enrollment) (api.Device, error) {
 		var tok struct {
 			id       string
 			expires  int64
+			revoked  int64
 			usesLeft int
 			labels   map[string]string
 			role     api.Role
 		}
 		if !e.ByCert {
 			var labels, role string
-			err := tx.QueryRowContext(ctx, s.q(`SELECT id, expires_at, uses_left, labels, role FROM tokens WHERE hash = ?`+s.forUpdate()), e.TokenHash).
-				Scan(&tok.id, &tok.expires, &tok.usesLeft, &labels, &role)
+			err := tx.QueryRowContext(ctx, s.q(`SELECT id, expires_at, revoked_at, uses_left, labels, role FROM tokens WHERE hash = ?`+s.forUpdate()), e.TokenHash).
+				Scan(&tok.id, &tok.expires, &tok.revoked, &tok.usesLeft, &labels, &role)
 			if errors.Is(err, sql.ErrNoRows) {
 				return ErrUnknownToken
 			}
 			if err != nil {
 				return fmt.Errorf("reading the token: %w", err)
+			}
+			if tok.revoked != 0 {
+				return fmt.Errorf("token %s was revoked at %s: %w", tok.id, fromNS(tok.revoked).Format(time.RFC3339), ErrRevokedToken)
 			}
 			if ns(e.At) >= tok.expires {
 				return fmt.Errorf("token %s expired at %s: %w", tok.id, fromNS(tok.expires).Format(time.RFC3339), ErrExpiredToken)

@@ -14,6 +14,7 @@ var (
 	ErrUnknownToken  = errors.New("unknown enrollment token")
 	ErrExpiredToken  = errors.New("enrollment token expired")
 	ErrUsedUpToken   = errors.New("enrollment token used up")
+	ErrRevokedToken  = errors.New("enrollment token revoked")
 	ErrRevoked       = errors.New("device revoked")
 	ErrConflict      = errors.New("device already enrolled with another key")
 	ErrKeyMismatch   = errors.New("certificate key is not the device's enrolled key")
@@ -67,7 +68,13 @@ type Store interface {
 	CreateToken(ctx context.Context, t Token) error
 	// Tokens lists the tokens, newest first.
 	Tokens(ctx context.Context) ([]api.TokenInfo, error)
-	// Enroll enrolls or re-enrolls a device. A new device uses up one use of a valid token.
+	// RevokeToken revokes the token with ID id: enrollments with it are refused from then on
+	// (ErrRevokedToken); devices already enrolled with it are not affected. Revoking a revoked
+	// token again changes nothing (it keeps its first revocation time). ErrNotFound for an
+	// unknown ID.
+	RevokeToken(ctx context.Context, id string, at time.Time) (api.TokenInfo, error)
+	// Enroll enrolls or re-enrolls a device. A new device uses up one use of a valid token
+	// (neither expired, used up nor revoked).
 	// Enrolling again with the same key (a retry) uses none and is idempotent. A device with
 	// another key is refused (ErrConflict) unless a reset was ordered; a revoked device
 	// always is (ErrRevoked).

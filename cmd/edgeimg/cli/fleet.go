@@ -92,16 +92,18 @@ func NewCmdFleet(g *globals) *cobra.Command {
   edgeimg fleet serve --listen :8443
   export EDGEIMG_FLEET_URL=https://fleet.example.com:8443 EDGEIMG_ADMIN_TOKEN=$(cat admin-token)
   edgeimg fleet token create --ttl 24h --uses 100 --label site=berlin
+  edgeimg fleet token revoke 3f2a9c0d1e7b
   edgeimg fleet device list --label site=berlin
+  edgeimg fleet device role 10000000c0ffee42 --agent-of https://10.0.0.5:6443 --k3s-token-file node-token --reset
   edgeimg fleet device revoke 10000000c0ffee42`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	f.addFlags(c.PersistentFlags(), "server")
-	token := &cobra.Command{Use: "token", Short: "Create and list enrollment tokens", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
-	token.AddCommand(newCmdTokenCreate(f), newCmdTokenList(f))
-	dev := &cobra.Command{Use: "device", Short: "List, show, label, revoke and reset devices", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
-	dev.AddCommand(newCmdDeviceList(f), newCmdDeviceShow(f), newCmdDeviceLabel(f), newCmdDeviceAction(f, "revoke"), newCmdDeviceAction(f, "reset"))
+	token := &cobra.Command{Use: "token", Short: "Create, list and revoke enrollment tokens", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
+	token.AddCommand(newCmdTokenCreate(f), newCmdTokenList(f), newCmdTokenRevoke(f))
+	dev := &cobra.Command{Use: "device", Short: "List, show, label, revoke and reset devices, and change their K3s role", Args: cobra.NoArgs, RunE: func(c *cobra.Command, _ []string) error { return c.Help() }}
+	dev.AddCommand(newCmdDeviceList(f), newCmdDeviceShow(f), newCmdDeviceLabel(f), newCmdDeviceAction(f, "revoke"), newCmdDeviceAction(f, "reset"), newCmdDeviceRole(f))
 	c.AddCommand(newCmdFleetInit(), newCmdFleetServe(g), token, dev, newCmdFleetLoadtest(f), newCmdFleetDashboard(f))
 	return c
 }
@@ -185,7 +187,11 @@ share one PostgreSQL database). Releases pushed with edgeimg release push are st
 			srv := &http.Server{Handler: h, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 				WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 			go h.RunRollouts(ctx)
+			// On SIGTERM (a rollout or scale-down) requests in flight get 10 s to finish:
+			// Shutdown stops accepting at once, and serve returns only when it is done.
+			stopped := make(chan struct{})
 			go func() {
+				defer close(stopped)
 				<-ctx.Done()
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -195,6 +201,7 @@ share one PostgreSQL database). Releases pushed with edgeimg release push are st
 			if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
+			<-stopped
 			return nil
 		},
 	}
@@ -316,11 +323,52 @@ func newCmdTokenList(f *fleetGlobals) *cobra.Command {
 				return writeJSON(c.OutOrStdout(), toks)
 			}
 			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tUSES LEFT\tEXPIRES\tROLE\tLABELS")
+			fmt.Fprintln(tw, "ID\tSTATE\tUSES LEFT\tEXPIRES\tROLE\tLABELS")
+			now := time.Now()
 			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\n", t.ID, t.UsesLeft, t.Uses, t.ExpiresAt.Format(time.RFC3339), t.Role, labelString(t.Labels))
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", t.ID, tokenState(t, now), t.UsesLeft, t.Uses, t.ExpiresAt.Format(time.RFC3339), t.Role, labelString(t.Labels))
 			}
 			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// tokenState says whether a token can enroll devices at now: valid, revoked (with the time),
+// expired or used-up.
+func tokenState(t api.TokenInfo, now time.Time) string {
+	switch {
+	case !t.RevokedAt.IsZero():
+		return "revoked " + t.RevokedAt.Format(time.RFC3339)
+	case !now.Before(t.ExpiresAt):
+		return "expired"
+	case t.UsesLeft <= 0:
+		return "used-up"
+	}
+	return "valid"
+}
+
+func newCmdTokenRevoke(f *fleetGlobals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an enrollment token (ID as token list shows it): it enrolls no more devices; those enrolled with it keep working",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			t, err := a.RevokeToken(c.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), t)
+			}
+			_, err = fmt.Fprintf(c.OutOrStdout(), "token %s: revoked at %s (%d of %d uses left unused)\n", t.ID, t.RevokedAt.Format(time.RFC3339), t.UsesLeft, t.Uses)
+			return err
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -494,4 +542,112 @@ func newCmdDeviceAction(f *fleetGlobals, action string) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// deviceRoleOptions are the flags of `fleet device role`.
+type deviceRoleOptions struct {
+	server       bool
+	agentOf      string
+	k3sToken     string
+	k3sTokenFile string
+	reset        bool
+	tokenFromEnv string // $EDGEIMG_K3S_TOKEN, set by RunE before Validate
+}
+
+// envK3sToken is the environment variable the K3s join token of `fleet device role` may come from.
+const envK3sToken = "EDGEIMG_K3S_TOKEN"
+
+func (o *deviceRoleOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.server, "server", false, "make the device a standalone K3s server")
+	fs.StringVar(&o.agentOf, "agent-of", "", "make the device a K3s agent of this server, https://HOST:6443")
+	fs.StringVar(&o.k3sToken, "k3s-token", "", "with --agent-of: the K3s join token (default $"+envK3sToken+")")
+	fs.StringVar(&o.k3sTokenFile, "k3s-token-file", "", "with --agent-of: a file holding the K3s join token (e.g. the server's /var/lib/rancher/k3s/server/node-token)")
+	fs.BoolVar(&o.reset, "reset", false, "also order a factory reset of the device's K3s, so that the change goes through on a node whose K3s has state")
+}
+
+// Validate checks the flags and returns the role they ask for; errors are UsageErrors.
+func (o *deviceRoleOptions) Validate() (api.Role, error) {
+	switch {
+	case o.server && o.agentOf != "":
+		return api.Role{}, UsageError{errors.New("--server and --agent-of contradict each other: give one")}
+	case !o.server && o.agentOf == "":
+		return api.Role{}, UsageError{errors.New("no role: give --server, or --agent-of https://HOST:6443 with --k3s-token or --k3s-token-file")}
+	case o.server && (o.k3sToken != "" || o.k3sTokenFile != ""):
+		return api.Role{}, UsageError{errors.New("--k3s-token and --k3s-token-file go with --agent-of, not --server")}
+	case o.k3sToken != "" && o.k3sTokenFile != "":
+		return api.Role{}, UsageError{errors.New("--k3s-token and --k3s-token-file contradict each other: give one")}
+	}
+	if o.server {
+		return api.Role{Kind: api.RoleServer}, nil
+	}
+	token := o.k3sToken
+	switch {
+	case o.k3sTokenFile != "":
+		b, err := os.ReadFile(o.k3sTokenFile)
+		if err != nil {
+			return api.Role{}, UsageError{fmt.Errorf("--k3s-token-file: %w", err)}
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return api.Role{}, UsageError{fmt.Errorf("--k3s-token-file %s is empty", o.k3sTokenFile)}
+		}
+	case token == "":
+		token = strings.TrimSpace(o.tokenFromEnv)
+	}
+	if token == "" {
+		return api.Role{}, UsageError{fmt.Errorf("--agent-of needs the K3s join token: --k3s-token, --k3s-token-file or $%s", envK3sToken)}
+	}
+	role := api.Role{Kind: api.RoleAgent, ServerURL: o.agentOf, Token: token}
+	if err := role.Validate(); err != nil {
+		// The message names the URL, never the token.
+		return api.Role{}, UsageError{fmt.Errorf("--agent-of/--k3s-token: %w", err)}
+	}
+	return role, nil
+}
+
+func newCmdDeviceRole(f *fleetGlobals) *cobra.Command {
+	o := &deviceRoleOptions{}
+	c := &cobra.Command{
+		Use:   "role ID --server | --agent-of https://HOST:6443 (--k3s-token TOKEN | --k3s-token-file FILE) [--reset]",
+		Short: "Set the K3s role a device should have",
+		Long: `Set the K3s role a device should have; its agent applies it at its next heartbeat.
+A node whose K3s has state (it has run as the other role, or as an agent of another server)
+refuses the change and reports it in its heartbeats (edgeimg fleet device show) until a reset
+is ordered: --reset orders it too, and the device then wipes its K3s state, enrolls again and
+starts the new role. The join token may also come from $` + envK3sToken + `; it is never printed.`,
+		Example: `  edgeimg fleet device role 10000000c0ffee42 --server
+  edgeimg fleet device role 10000000c0ffee42 --agent-of https://10.0.0.5:6443 --k3s-token-file node-token --reset`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return UsageError{fmt.Errorf("want one device ID, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			o.tokenFromEnv = os.Getenv(envK3sToken)
+			role, err := o.Validate()
+			if err != nil {
+				return err
+			}
+			a, err := f.admin()
+			if err != nil {
+				return err
+			}
+			d, err := a.SetRole(c.Context(), args[0], role)
+			if err != nil {
+				return err
+			}
+			w := c.OutOrStdout()
+			if o.reset {
+				if d, err = a.Reset(c.Context(), args[0]); err != nil {
+					return fmt.Errorf("device %s: the role is set to %s, but ordering the reset: %w", args[0], role, err)
+				}
+				_, err = fmt.Fprintf(w, "%s: role %s; reset ordered: the device wipes its K3s state and starts the new role at its next heartbeat\n", d.ID, d.Role)
+				return err
+			}
+			_, err = fmt.Fprintf(w, "%s: role %s (a node whose K3s has state refuses the change until a reset: --reset)\n", d.ID, d.Role)
+			return err
+		},
+	}
+	o.AddFlags(c.Flags())
+	return c
 }
