@@ -11,7 +11,9 @@ type SlotSwitch interface {
 	Active() (Slot, error)
 	// Inactive returns the other slot: the only one an update may write.
 	Inactive() (Slot, error)
-	// IsTrial reports whether this boot is a one-shot trial boot.
+	// IsTrial reports whether this boot is a one-shot trial boot not committed yet: the other
+	// slot is still the default, the fallback, and must not be written. Once Commit made the
+	// booted slot the default it reports false, and updates may go on during the same boot.
 	IsTrial() (bool, error)
 	// SetTrial makes the next trial boot (TryReboot) go to slot, without changing the default.
 	SetTrial(slot Slot) error

@@ -356,7 +356,13 @@ func (u *Updater) checkTrial(ctx context.Context) {
 		if serr == nil {
 			if err := u.finishCommit(s); err != nil {
 				u.cfg.Log.Error("recording the commit", "err", err)
+				return
 			}
+			// The other slot is no longer the fallback: the next release may be installed
+			// during this boot.
+			u.mu.Lock()
+			u.busy = false
+			u.mu.Unlock()
 			return
 		}
 		s.Reason, s.Detail = ReasonCommit, serr.Error()

@@ -8,12 +8,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +51,7 @@ type report struct {
 		Role     string `json:"role"`
 		Start    int64  `json:"start"`
 		Size     int64  `json:"size"`
+		Used     int64  `json:"used"`
 		PartUUID string `json:"partuuid"`
 		SHA256   string `json:"sha256"`
 	} `json:"partitions"`
@@ -57,6 +61,7 @@ type report struct {
 type partition struct {
 	Number      int
 	Start, Size int64
+	Used        int64 // bytes of the filesystem the builder wrote (0: unknown)
 	PartUUID    string
 	SHA256      string
 }
@@ -65,17 +70,19 @@ func (r *report) part(t *testing.T, role string) partition {
 	t.Helper()
 	for _, p := range r.Partitions {
 		if p.Role == role {
-			return partition{p.Number, p.Start, p.Size, p.PartUUID, p.SHA256}
+			return partition{p.Number, p.Start, p.Size, p.Used, p.PartUUID, p.SHA256}
 		}
 	}
 	t.Fatalf("the build report has no %s partition", role)
 	return partition{}
 }
 
-// TestBoot builds an image from a Debian arm64 base, boots its slot A in QEMU as the Pi's
-// firmware would, and checks the running system and, after power-off, the slot's bytes.
+// TestBoot builds an image from a Debian arm64 base, boots it in QEMU as the Pi's firmware
+// would, and checks the running system; then it updates the device over the air to release 2
+// (slot B, trial boot, commit) and offers it a broken release 3, whose failed trial boot must
+// bring it back to release 2 by itself.
 func TestBoot(t *testing.T) {
-	for _, tool := range []string{"qemu-system-aarch64", "mmdebstrap", "mcopy", "fdtput", "fdtget", "sfdisk", "mkfs.vfat", "mke2fs"} {
+	for _, tool := range []string{"qemu-system-aarch64", "mmdebstrap", "mcopy", "mtype", "fdtput", "fdtget", "sfdisk", "mkfs.vfat", "mke2fs", "debugfs"} {
 		testutil.NeedTool(t, tool)
 	}
 	if os.Geteuid() != 0 {
@@ -85,115 +92,133 @@ func TestBoot(t *testing.T) {
 		t.Skip("the e2e base image is built as root (mmdebstrap --mode=root, mke2fs -d with owners)")
 	}
 	h := newHarness(t)
+	defer h.summary()
 
 	h.phase("build edgeimg and the linux/arm64 agent")
 	bin := filepath.Join(h.work, "bin")
-	h.goBuild(filepath.Join(bin, "edgeimg"), "./cmd/edgeimg")
+	h.edgeimg = filepath.Join(bin, "edgeimg")
+	h.goBuild(h.edgeimg, "./cmd/edgeimg")
 	h.goBuild(filepath.Join(bin, "edgeimg-agent-linux-arm64"), "./cmd/edgeimg-agent", "GOOS=linux", "GOARCH=arm64")
 
 	h.phase("base image (ci/basebuild/build-base.sh, cached in $EDGEIMG_E2E_CACHE)")
 	base := filepath.Join(h.work, "base.img")
 	h.run(h.root, "bash", "ci/basebuild/build-base.sh", base)
 
-	h.phase("fleet server on the host's loopback (10.0.2.2 to the guest)")
-	fl := h.startFleet()
+	h.phase("fleet server on the host's loopback (10.0.2.2 to the guest), trusting a new OTA key")
+	otaKey := filepath.Join(h.specDir(), "keys", "ota")
+	h.run(h.work, h.edgeimg, "keys", "create", "--out", otaKey)
+	fl := h.startFleet(otaKey + ".pub")
 	token := fl.token(t)
 
-	h.phase("edgeimg build")
-	spec := h.writeSpec(base, fl)
-	h.run(h.work, filepath.Join(bin, "edgeimg"), "build", "--board", "rpi4", "-c", spec, "-o", filepath.Join(h.work, "out"),
-		"--cache-dir", filepath.Join(h.work, "cache"))
-	img := filepath.Join(h.work, "out", imageName+"-rpi4.img")
-	var rep report
-	b, err := os.ReadFile(filepath.Join(h.work, "out", imageName+"-rpi4.report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("reading the build report: %v", err)
-	}
-	config, bootA, sysA, data := rep.part(t, "config"), rep.part(t, "boot-a"), rep.part(t, "system-a"), rep.part(t, "data")
-	if sysA.SHA256 == "" {
-		t.Fatal("the build report has no sha256 for system-a")
-	}
+	h.phase("edgeimg build: release 1, the card")
+	v1 := h.build(base, release{version: "1", fleetCA: fl.caFile, fleetURL: fl.url})
+	c := newCard(t, v1)
+
+	h.phase("edgeimg build: releases 2 and 3, their update bundles (3 trusts another fleet CA)")
+	v2 := h.build(base, release{version: "2", fleetCA: fl.caFile, fleetURL: fl.url})
+	v3 := h.build(base, release{version: "3", fleetCA: h.otherFleetCA(), fleetURL: fl.url})
 
 	h.phase("edgeimg personalize: the enrollment token and host name in device.yaml")
-	h.run(h.work, filepath.Join(bin, "edgeimg"), "personalize", img, "--token", token, "--hostname", hostname)
+	h.run(h.work, h.edgeimg, "personalize", c.img, "--token", token, "--hostname", hostname)
 
 	h.phase("enlarge the image by 2 GiB (a bigger card)")
-	if err := os.Truncate(img, rep.Size+growBy); err != nil {
+	c.size = v1.rep.Size + growBy
+	if err := os.Truncate(c.img, c.size); err != nil {
 		t.Fatal(err)
 	}
 
-	h.phase("the firmware's part: kernel, initramfs and cmdline.txt of boot A, device tree")
-	fw := h.firmware(img, bootA, bootA.Number, 0)
-	if !strings.Contains(fw.cmdline, "root=PARTUUID="+sysA.PartUUID) {
-		t.Fatalf("cmdline.txt of boot A does not name system A (PARTUUID %s): %q", sysA.PartUUID, fw.cmdline)
+	h.phase("the firmware's part: autoboot.txt, boot A's kernel, initramfs and cmdline.txt, device tree")
+	// A card just put in: the firmware boots autoboot.txt's default.
+	r1 := h.prepare(c, "boot1", shutdown{End: endPowerOff}, modeReport)
+	if r1.fb != (firmwareBoot{Partition: c.bootA.Number}) {
+		t.Fatalf("the built card's autoboot.txt boots %v, want boot A (partition %d)", r1.fb, c.bootA.Number)
+	}
+	if r1.sysSHA != c.sysA.SHA256 {
+		t.Fatalf("system A's sha256 is %s, the build report says %s", r1.sysSHA, c.sysA.SHA256)
 	}
 
-	h.phase("first boot of slot A")
-	con := h.boot("boot1", img, fw)
+	h.phase("boot1: first boot of slot A")
+	h.boot(r1, nil)
 	var deviceID string
 	t.Run("first boot", func(t *testing.T) {
-		f := h.checkBoot(t, con, sysA, img)
+		f := h.checkBoot(t, r1, shutdown{End: endPowerOff})
+		con := r1.con
 		t.Run("data partition mounted at /var and grown to the disk", func(t *testing.T) {
-			h.checkData(t, con, f, data, rep.Size+growBy)
+			h.checkData(t, con, f, c.data, c.size)
 			if log := con.agentLines(); !strings.Contains(log, "grown from") {
 				con.fail(t, "edgeimg-grow-data did not grow the partition on the first boot: %q", log)
 			}
 		})
 		t.Run("builder's files and units are there", func(t *testing.T) { checkAdditions(t, con, f) })
-		deviceID = fl.checkFleet(t, con, "")
+		deviceID = fl.checkFleet(t, con, fleetWant{version: "1", slot: "a"})
 		t.Run("device.yaml consumed: token removed from the config partition", func(t *testing.T) {
-			h.checkSettingsConsumed(t, con, img, config, token)
+			h.checkSettingsConsumed(t, con, c.img, c.config, token)
 		})
 	})
-	first := con.facts()
+	first := r1.facts
 	if first == nil {
-		t.Fatalf("the first boot gave no report (console: %s): no second boot", con.path)
+		t.Fatalf("the first boot gave no report (console: %s): no second boot", r1.con.path)
 	}
 
-	h.phase("second boot of slot A")
-	con2 := h.boot("boot2", img, fw)
+	h.phase("push release 2 to the fleet")
+	fl.pushRelease(t, v2.update, "2")
+
+	h.phase("the firmware's part after boot1")
+	r2 := h.prepare(c, "boot2", parseShutdown(r1.con.text()), modeUpdate)
+
+	h.phase("boot2: slot A again; after its report, release 2 rolled out: download to slot B, trial armed, reboot")
+	var rollout2 error
+	h.boot(r2, fl.rolloutAfterReport(t, "boot2", "2", &rollout2))
 	t.Run("second boot", func(t *testing.T) {
-		f := h.checkBoot(t, con2, sysA, img)
+		f := h.checkBoot(t, r2, shutdown{End: endRestart, Command: "0 tryboot"})
+		con := r2.con
 		t.Run("device identity kept on /var", func(t *testing.T) {
 			if f["boot_id"] == first["boot_id"] {
-				con2.fail(t, "the same boot_id twice (%s): this is not a second boot", f["boot_id"])
+				con.fail(t, "the same boot_id twice (%s): this is not a second boot", f["boot_id"])
 			}
 			for _, k := range []string{"machine_id", "ssh_host_ed25519"} {
 				if f[k] != first[k] {
-					con2.fail(t, "%s changed across reboots: %q, then %q", k, first[k], f[k])
+					con.fail(t, "%s changed across reboots: %q, then %q", k, first[k], f[k])
 				}
 			}
 		})
 		t.Run("machine-id given by the early init, before systemd", func(t *testing.T) {
 			// Without it systemd starts every boot with a random machine-id and the journal
 			// and every first-boot condition see a new machine.
-			if strings.Contains(con2.text(), "Initializing machine ID from random generator") {
-				con2.fail(t, "systemd made a random machine-id on the second boot: the early init did not give it the kept one")
+			if strings.Contains(con.text(), "Initializing machine ID from random generator") {
+				con.fail(t, "systemd made a random machine-id on the second boot: the early init did not give it the kept one")
 			}
 		})
 		t.Run("data partition kept, no second growth", func(t *testing.T) {
-			h.checkData(t, con2, f, data, rep.Size+growBy)
-			if log := con2.agentLines(); !strings.Contains(log, "already fills the card") {
-				con2.fail(t, "edgeimg-grow-data on the second boot: %q, want \"already fills the card\"", log)
+			h.checkData(t, con, f, c.data, c.size)
+			if log := con.agentLines(); !strings.Contains(log, "already fills the card") {
+				con.fail(t, "edgeimg-grow-data on the second boot: %q, want \"already fills the card\"", log)
 			}
 		})
 		t.Run("no second enrollment", func(t *testing.T) {
 			if deviceID == "" {
 				t.Skip("the first boot did not enroll")
 			}
-			fl.checkFleet(t, con2, deviceID)
+			fl.checkFleet(t, con, fleetWant{id: deviceID, version: "1", slot: "a"})
+		})
+		t.Run("the device took release 2", func(t *testing.T) {
+			if rollout2 != nil {
+				con.fail(t, "%v (server log: %s)", rollout2, fl.log.Name())
+			}
 		})
 	})
-	h.summary()
+	if rollout2 != nil {
+		t.Fatalf("no update to release 2: %v", rollout2)
+	}
+	h.update(c, fl, r2, deviceID, v2, v3)
 }
 
-// checkBoot runs the checks every boot of slot A must pass and returns the guest's facts; it
-// stops the calling test when there are none.
-func (h *harness) checkBoot(t *testing.T, con *console, sysA partition, img string) map[string]string {
-	f := con.facts()
+// checkBoot runs the checks every boot must pass — the slot the firmware chose is the one
+// running, with its command line, read-only; identity and journal kept on /var; the device
+// tree as the firmware sets it; the run ends as end; the booted system slot's bytes unchanged
+// — and returns the guest's facts; it stops the calling test when there are none.
+func (h *harness) checkBoot(t *testing.T, r *bootRun, end shutdown) map[string]string {
+	con, f := r.con, r.facts
 	t.Run("reaches multi-user.target", func(t *testing.T) {
 		// e2e-report.service runs after multi-user.target; systemd's own "Reached target"
 		// line is not always printed (it stops writing status lines on a busy console).
@@ -210,19 +235,19 @@ func (h *harness) checkBoot(t *testing.T, con *console, sysA partition, img stri
 	if f == nil {
 		t.Fatalf("no E2E report on the console (%s): the other checks need it", con.path)
 	}
-	t.Run("kernel command line from boot A", func(t *testing.T) {
-		for _, a := range []string{"root=PARTUUID=" + sysA.PartUUID, "ro", "panic=10", "cgroup_memory=1", "cgroup_enable=memory"} {
+	t.Run(fmt.Sprintf("kernel command line from boot %s", strings.ToUpper(r.slot.name)), func(t *testing.T) {
+		for _, a := range []string{"root=PARTUUID=" + r.slot.sys.PartUUID, "ro", "panic=10", "cgroup_memory=1", "cgroup_enable=memory"} {
 			if !hasField(f["cmdline"], a) {
 				con.fail(t, "/proc/cmdline lacks %q: %s", a, f["cmdline"])
 			}
 		}
 	})
-	t.Run("root is read-only system A", func(t *testing.T) {
+	t.Run(fmt.Sprintf("root is read-only system %s", strings.ToUpper(r.slot.name)), func(t *testing.T) {
 		if opts := strings.Split(f["root_options"], ","); opts[0] != "ro" {
 			con.fail(t, "/ is mounted %q, not ro", f["root_options"])
 		}
-		if want := fmt.Sprintf("/dev/vda%d", sysA.Number); f["root_source"] != want {
-			con.fail(t, "/ is %s, not system A (%s)", f["root_source"], want)
+		if want := fmt.Sprintf("/dev/vda%d", r.slot.sys.Number); f["root_source"] != want {
+			con.fail(t, "/ is %s, not system %s (%s)", f["root_source"], strings.ToUpper(r.slot.name), want)
 		}
 	})
 	t.Run("no failed units", func(t *testing.T) { checkFailed(t, con, f) })
@@ -253,18 +278,26 @@ func (h *harness) checkBoot(t *testing.T, con *console, sysA partition, img stri
 	})
 	t.Run("SSH host keys made on /var and used", func(t *testing.T) { checkSSH(t, con, f) })
 	t.Run("firmware's view in the device tree", func(t *testing.T) {
-		if f["bootloader_partition"] != "2" || f["bootloader_tryboot"] != "0" {
-			con.fail(t, "/proc/device-tree/chosen/bootloader: partition %q tryboot %q, want 2 and 0", f["bootloader_partition"], f["bootloader_tryboot"])
+		want := []string{fmt.Sprint(r.fb.Partition), fmt.Sprint(b2i(r.fb.Tryboot)), fmt.Sprint(eepromBuild.Unix())}
+		got := []string{f["bootloader_partition"], f["bootloader_tryboot"], f["bootloader_build_timestamp"]}
+		if !slices.Equal(got, want) {
+			con.fail(t, "/proc/device-tree/chosen/bootloader: partition, tryboot, build-timestamp %q, want %q", got, want)
 		}
 	})
-	t.Run("powers off cleanly", func(t *testing.T) {
-		if con.err != nil || !strings.Contains(con.text(), "reboot: Power down") {
-			con.fail(t, "QEMU: %v; no \"reboot: Power down\" on the console", con.err)
+	t.Run(fmt.Sprintf("the release is %s", r.slot.version), func(t *testing.T) {
+		if f["release_version"] != r.slot.version || f["e2e_release"] != r.slot.version {
+			con.fail(t, "release.json says version %q and /etc/e2e-release %q, want %s (the release in slot %s)", f["release_version"], f["e2e_release"], r.slot.version, r.slot.name)
+		}
+	})
+	t.Run("ends with a "+end.String(), func(t *testing.T) {
+		got := parseShutdown(con.text())
+		if got.End != end.End || got.trybootRequested() != end.trybootRequested() || got.Panic != end.Panic {
+			con.fail(t, "QEMU: %v; the run ended with %s, want %s", con.err, got, end)
 		}
 	})
 	t.Run("booted slot is unchanged", func(t *testing.T) {
-		if got := partSHA256(t, img, sysA); got != sysA.SHA256 {
-			t.Errorf("system A's sha256 after the boot is %s, the build report says %s: the slot was written", got, sysA.SHA256)
+		if got := partSHA256(t, r.card.img, r.slot.sys); got != r.sysSHA {
+			t.Errorf("system %s's sha256 after the boot is %s, before it %s: the booted slot was written", strings.ToUpper(r.slot.name), got, r.sysSHA)
 		}
 	})
 	return f
@@ -373,15 +406,6 @@ func checkSSH(t *testing.T, con *console, f map[string]string) {
 	}
 }
 
-func hasField(s, field string) bool {
-	for _, x := range strings.Fields(s) {
-		if x == field {
-			return true
-		}
-	}
-	return false
-}
-
 // harness holds the paths of one run and times its phases.
 type harness struct {
 	t      *testing.T
@@ -391,6 +415,9 @@ type harness struct {
 	last   string
 	lastAt time.Time
 	times  []string
+	runs   []string // one line per QEMU run: slot, mode, time, end
+
+	edgeimg string // the edgeimg binary built for the host
 }
 
 func newHarness(t *testing.T) *harness {
@@ -430,7 +457,7 @@ func (h *harness) phase(name string) {
 
 func (h *harness) summary() {
 	h.phase("")
-	h.t.Logf("e2e phase times:\n%s\n%7.1fs  total", strings.Join(h.times, "\n"), time.Since(h.start).Seconds())
+	h.t.Logf("e2e phase times:\n%s\n%7.1fs  total\nQEMU runs:\n%s", strings.Join(h.times, "\n"), time.Since(h.start).Seconds(), strings.Join(h.runs, "\n"))
 }
 
 // run runs a command in dir with its output on the test's stderr (live in CI logs).
@@ -444,10 +471,17 @@ func (h *harness) run(dir, name string, args ...string) {
 	}
 }
 
+// outputTimeout bounds the short helper commands of output (mtools, fdtput, QEMU's dumpdtb).
+const outputTimeout = 2 * time.Minute
+
+// output runs a short command and returns its standard output; it fails the test when the
+// command fails or runs longer than outputTimeout.
 func (h *harness) output(name string, args ...string) string {
 	h.t.Helper()
 	var stderr bytes.Buffer
-	cmd := exec.Command(name, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), outputTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -466,49 +500,91 @@ func (h *harness) goBuild(out, pkg string, env ...string) {
 	}
 }
 
-// writeSpec writes the spec of the test image and its overlay: the e2e-report unit, which
-// prints what the checks need once multi-user.target is reached and powers off.
-func (h *harness) writeSpec(base string, fl *fleetServer) string {
+// release is one build of the test image's spec: its version, and the fleet it trusts.
+type release struct {
+	version           string
+	fleetURL, fleetCA string
+}
+
+// built is a build's output: the raw image, its report, and its update bundle.
+type built struct {
+	version string
+	img     string
+	rep     report
+	update  string // NAME-BOARD.update
+}
+
+// specDir holds the specs of the builds, their overlays and the OTA signing key.
+func (h *harness) specDir() string { return filepath.Join(h.work, "spec") }
+
+// build writes the spec of release rel and runs `edgeimg build` into out-vVERSION (the
+// builds share their cache directory, so the base is unpacked once).
+func (h *harness) build(base string, rel release) built {
 	h.t.Helper()
-	dir := filepath.Join(h.work, "spec")
+	spec := h.writeSpec(base, rel)
+	out := filepath.Join(h.work, "out-v"+rel.version)
+	h.run(h.work, h.edgeimg, "build", "--board", "rpi4", "-c", spec, "-o", out, "--cache-dir", filepath.Join(h.work, "cache"))
+	b := built{version: rel.version, img: filepath.Join(out, imageName+"-rpi4.img"), update: filepath.Join(out, imageName+"-rpi4.update")}
+	raw, err := os.ReadFile(filepath.Join(out, imageName+"-rpi4.report.json"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &b.rep); err != nil {
+		h.t.Fatalf("reading the build report of release %s: %v", rel.version, err)
+	}
+	if _, err := os.Stat(b.update); err != nil {
+		h.t.Fatalf("release %s: no update bundle: %v", rel.version, err)
+	}
+	return b
+}
+
+// writeSpec writes the spec of a release of the test image (edgeimg-vVERSION.yaml) and its
+// overlays: the e2e-report unit, which prints what the checks need once multi-user.target is
+// reached and powers off, shared by every release; and /etc/e2e-release, the release's own.
+func (h *harness) writeSpec(base string, rel release) string {
+	h.t.Helper()
+	dir := h.specDir()
 	ov := filepath.Join(dir, "overlay")
-	files := map[string]string{"guest/e2e-report": "usr/local/libexec/e2e-report", "guest/e2e-report.service": "etc/systemd/system/e2e-report.service"}
-	for src, dst := range files {
+	relOv := filepath.Join(dir, "release-"+rel.version)
+	files := map[string]string{
+		filepath.Join(ov, "usr/local/libexec/e2e-report"):          "guest/e2e-report",
+		filepath.Join(ov, "etc/systemd/system/e2e-report.service"): "guest/e2e-report.service",
+	}
+	for dst, src := range files {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			h.t.Fatal(err)
-		}
-		p := filepath.Join(ov, dst)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			h.t.Fatal(err)
 		}
 		mode := os.FileMode(0o644)
 		if strings.HasSuffix(dst, "e2e-report") {
 			mode = 0o755
 		}
-		if err := os.WriteFile(p, b, mode); err != nil {
-			h.t.Fatal(err)
-		}
+		h.writeFile(dst, b, mode)
 	}
+	h.writeFile(filepath.Join(relOv, "etc/e2e-release"), []byte(rel.version+"\n"), 0o644)
 	wants := filepath.Join(ov, "etc/systemd/system/multi-user.target.wants")
 	if err := os.MkdirAll(wants, 0o755); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := os.Symlink("/etc/systemd/system/e2e-report.service", filepath.Join(wants, "e2e-report.service")); err != nil {
+	link := filepath.Join(wants, "e2e-report.service")
+	if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		h.t.Fatal(err)
 	}
-	spec := fmt.Sprintf(`# The end-to-end test's image (ci/e2e): the Debian base of ci/basebuild, remastered.
-name: %s
+	if err := os.Symlink("/etc/systemd/system/e2e-report.service", link); err != nil {
+		h.t.Fatal(err)
+	}
+	spec := fmt.Sprintf(`# The end-to-end test's image (ci/e2e), release %[7]s: the Debian base of ci/basebuild, remastered.
+name: %[1]s
 board: rpi4
-version: "1"
-hostname: %s
+version: %[7]q
+hostname: %[2]s
 base:
-  image: %s
-overlays: [overlay]
+  image: %[3]s
+overlays: [overlay, release-%[7]s]
 users:
   - name: ops
     groups: [sudo]
-    sshAuthorizedKeys: [%q]
+    sshAuthorizedKeys: [%[4]q]
 layout:
   bootSize: 256MiB
   systemSize: 2GiB
@@ -516,15 +592,26 @@ layout:
 output:
   compress: none
 fleet:
-  url: %s
-  ca: %s
-  heartbeat: %s
-`, imageName, hostname, base, opsKey, fl.url, fl.caFile, fleetHeartbeat)
-	p := filepath.Join(dir, "edgeimg.yaml")
-	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+  url: %[5]s
+  ca: %[6]s
+  heartbeat: %[8]s
+ota:
+  signingKey: keys/ota.key
+  healthTimeout: %[9]s
+`, imageName, hostname, base, opsKey, rel.fleetURL, rel.fleetCA, rel.version, fleetHeartbeat, healthTimeout)
+	p := filepath.Join(dir, "edgeimg-v"+rel.version+".yaml")
+	h.writeFile(p, []byte(spec), 0o644)
+	return p
+}
+
+func (h *harness) writeFile(p string, b []byte, mode os.FileMode) {
+	h.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		h.t.Fatal(err)
 	}
-	return p
+	if err := os.WriteFile(p, b, mode); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 // firmwareView is what the Pi's firmware hands the kernel: the kernel and initramfs of the
@@ -533,12 +620,19 @@ type firmwareView struct {
 	kernel, initrd, cmdline, dtb string
 }
 
-// firmware plays the Pi firmware's part for boot partition bp: it copies kernel8.img and
-// initramfs8 out of the FAT partition with mtools, reads cmdline.txt, and patches QEMU's own
-// device tree with /chosen/bootloader partition and tryboot, as the firmware sets them.
-func (h *harness) firmware(img string, bp partition, partNumber, tryboot int) firmwareView {
+// eepromBuild is the build time of the bootloader EEPROM the harness's device tree shows
+// (/chosen/bootloader/build-timestamp): one with tryboot_a_b (2022-11-25 or newer), which the
+// agent checks before its first update.
+var eepromBuild = time.Date(2024, 4, 15, 0, 0, 0, 0, time.UTC)
+
+// firmware plays the Pi firmware's part for the boot fb of boot partition bp: it copies
+// kernel8.img and initramfs8 out of the FAT partition with mtools, reads cmdline.txt, and
+// patches QEMU's own device tree with /chosen/bootloader partition, tryboot and
+// build-timestamp, as the firmware sets them. The files go to firmware-NAME in the work
+// directory.
+func (h *harness) firmware(name, img string, bp partition, fb firmwareBoot) firmwareView {
 	h.t.Helper()
-	dir := filepath.Join(h.work, fmt.Sprintf("firmware-p%d-try%d", partNumber, tryboot))
+	dir := filepath.Join(h.work, "firmware-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		h.t.Fatal(err)
 	}
@@ -549,10 +643,18 @@ func (h *harness) firmware(img string, bp partition, partNumber, tryboot int) fi
 	v.cmdline = strings.TrimSpace(h.output("mtype", "-i", fat, "::cmdline.txt"))
 	h.output("qemu-system-aarch64", append(machineArgs(), "-machine", "dumpdtb="+v.dtb)...)
 	h.output("fdtput", "-c", v.dtb, "/chosen/bootloader")
-	h.output("fdtput", "-t", "u", v.dtb, "/chosen/bootloader", "partition", fmt.Sprint(partNumber))
-	h.output("fdtput", "-t", "u", v.dtb, "/chosen/bootloader", "tryboot", fmt.Sprint(tryboot))
-	if got := strings.TrimSpace(h.output("fdtget", v.dtb, "/chosen/bootloader", "partition")); got != fmt.Sprint(partNumber) {
-		h.t.Fatalf("patched device tree: /chosen/bootloader/partition is %q", got)
+	cells := [][2]string{
+		{"partition", fmt.Sprint(fb.Partition)},
+		{"tryboot", fmt.Sprint(b2i(fb.Tryboot))},
+		{"build-timestamp", fmt.Sprint(eepromBuild.Unix())},
+	}
+	for _, c := range cells {
+		h.output("fdtput", "-t", "u", v.dtb, "/chosen/bootloader", c[0], c[1])
+	}
+	for _, c := range cells {
+		if got := strings.TrimSpace(h.output("fdtget", "-t", "u", v.dtb, "/chosen/bootloader", c[0])); got != c[1] {
+			h.t.Fatalf("patched device tree: /chosen/bootloader/%s is %q, want %s", c[0], got, c[1])
+		}
 	}
 	return v
 }
@@ -563,11 +665,23 @@ func machineArgs() []string {
 	return []string{"-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2048", "-nodefaults", "-display", "none"}
 }
 
-// boot runs QEMU on the whole image with the firmware's view, the serial console going to
-// NAME.console.log in the work directory, until the guest powers off or bootTimeout passes.
-func (h *harness) boot(name, img string, fw firmwareView) *console {
+// Modes of the guest's report (the kernel argument edgeimg.e2e=MODE).
+const (
+	// modeReport: the guest reports and powers off.
+	modeReport = "report"
+	// modeUpdate: the guest reports and leaves the power to the agent, which reboots when an
+	// update wants it.
+	modeUpdate = "update"
+)
+
+// boot runs QEMU on the card with the firmware's view r.fw, the serial console going to
+// NAME.console.log in the work directory, until the guest powers off or restarts, or
+// bootTimeout passes. during, when not nil, runs beside QEMU with the console; its ctx ends
+// when QEMU exits, and stop ends QEMU early. boot returns when both have returned.
+func (h *harness) boot(r *bootRun, during func(ctx context.Context, con *console, stop func())) {
 	h.t.Helper()
-	con := &console{path: filepath.Join(h.work, name+".console.log"), start: time.Now(), marks: map[string]time.Duration{}}
+	con := &console{path: filepath.Join(h.work, r.name+".console.log"), start: time.Now(), marks: map[string]time.Duration{}}
+	r.con = con
 	file, err := os.Create(con.path)
 	if err != nil {
 		h.t.Fatal(err)
@@ -575,29 +689,48 @@ func (h *harness) boot(name, img string, fw firmwareView) *console {
 	defer file.Close()
 	con.file = file
 	// The console of the image, with the emulated board's serial port as the last console=
-	// (so /dev/console), which the Pi's UART alias serial0 is not here.
-	cmdline := fw.cmdline + " console=ttyAMA0,115200"
+	// (so /dev/console), which the Pi's UART alias serial0 is not here; and the report's mode.
+	cmdline := r.fw.cmdline + " console=ttyAMA0,115200"
+	if r.mode != modeReport {
+		cmdline += " edgeimg.e2e=" + r.mode
+	}
 	args := append(machineArgs(),
-		"-kernel", fw.kernel, "-initrd", fw.initrd, "-dtb", fw.dtb, "-append", cmdline,
-		"-drive", "file="+img+",format=raw,if=virtio,cache=unsafe",
+		"-kernel", r.fw.kernel, "-initrd", r.fw.initrd, "-dtb", r.fw.dtb, "-append", cmdline,
+		"-drive", "file="+r.card.img+",format=raw,if=virtio,cache=unsafe",
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-serial", "stdio", "-monitor", "none", "-no-reboot")
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-aarch64", args...)
+	qctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cmd := exec.CommandContext(qctx, "qemu-system-aarch64", args...)
 	cmd.Stdout, cmd.Stderr = con, con
 	cmd.WaitDelay = 10 * time.Second
 	h.t.Logf("qemu-system-aarch64 %s", strings.Join(args, " "))
-	con.err = cmd.Run()
-	if ctx.Err() != nil {
-		con.err = fmt.Errorf("no power-off within %v: killed (%v)", bootTimeout, con.err)
+	if err := cmd.Start(); err != nil {
+		h.t.Fatalf("starting QEMU: %v", err)
 	}
-	h.t.Logf("%s: QEMU ran %.1fs (%v); console: %s", name, time.Since(con.start).Seconds(), con.err, con.path)
+	var wg sync.WaitGroup
+	if during != nil {
+		wg.Go(func() { during(qctx, con, stop) })
+	}
+	con.err = cmd.Wait()
+	stopped := qctx.Err() != nil
+	stop()
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+		con.err = fmt.Errorf("no power-off or restart within %v: killed (%v)", bootTimeout, con.err)
+	case stopped:
+		con.err = fmt.Errorf("stopped by the harness (%v)", con.err)
+	}
+	r.facts = con.facts()
+	h.t.Logf("%s: QEMU ran %.1fs (%v), the run ended with %s; console: %s", r.name, time.Since(con.start).Seconds(), con.err, parseShutdown(con.text()), con.path)
+	h.runs = append(h.runs, fmt.Sprintf("%-6s %-28s %6.1fs  %s", r.name, r.describe(), time.Since(con.start).Seconds(), parseShutdown(con.text())))
 	if con.err != nil {
 		// Nothing below makes sense without the console: show its end now.
 		h.t.Logf("console (last 150 lines):\n%s", con.tail(150))
 	}
-	return con
 }
 
 // console collects the serial console, notes when marker lines first appear, and saves it.
@@ -614,7 +747,7 @@ type console struct {
 	shown   bool
 }
 
-var markers = []string{"E2E-BEGIN", "Run /init as init process", "Welcome to ", "reboot: Power down"}
+var markers = []string{"E2E-BEGIN", "E2E-END", "Run /init as init process", "Welcome to ", "reboot: Power down", "reboot: Restarting system"}
 
 func (c *console) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -646,6 +779,20 @@ func (c *console) mark(m string) (time.Duration, bool) {
 	defer c.mu.Unlock()
 	d, ok := c.marks[m]
 	return d, ok
+}
+
+// await waits until the console has shown marker (one of markers), or ctx ends.
+func (c *console) await(ctx context.Context, marker string) bool {
+	for {
+		if _, ok := c.mark(marker); ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (c *console) text() string {

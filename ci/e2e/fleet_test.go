@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/edgeimg/edgeimg/fleet/client"
 	"github.com/edgeimg/edgeimg/fleet/pki"
 	"github.com/edgeimg/edgeimg/fleet/store"
+	"github.com/edgeimg/edgeimg/ota/bundle"
 )
 
 // guestHost is the host as QEMU's user network shows it to the guest.
@@ -38,15 +40,21 @@ type fleetServer struct {
 	caFile string // the fleet CA the image trusts
 	url    string // as the guest sees it
 	admin  *client.Admin
-	srv    *http.Server
-	st     io.Closer
-	log    *os.File
+	// env points the edgeimg CLI at this fleet as an operator's shell would:
+	// EDGEIMG_FLEET_URL, EDGEIMG_ADMIN_TOKEN, EDGEIMG_FLEET_CA.
+	env     []string
+	edgeimg string // the edgeimg binary
+	srv     *http.Server
+	st      io.Closer
+	log     *os.File
 }
 
 // startFleet makes the fleet's CA and server certificate (SAN 10.0.2.2), reserves a port on
 // 127.0.0.1 (the listener is kept and served: nothing else can take the port before the
-// image that names it boots) and serves the fleet API on it until the test ends.
-func (h *harness) startFleet() *fleetServer {
+// image that names it boots) and serves the fleet API on it until the test ends, with its
+// releases in fleet/releases, accepting bundles signed by the OTA key otaPub, and advancing
+// its rollouts.
+func (h *harness) startFleet(otaPub string) *fleetServer {
 	t := h.t
 	t.Helper()
 	dir := filepath.Join(h.work, "fleet")
@@ -78,8 +86,23 @@ func (h *harness) startFleet() *fleetServer {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(logf, nil))
+	pubPEM, err := os.ReadFile(otaPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := bundle.ParsePublicKey(pubPEM)
+	if err != nil {
+		t.Fatalf("%s: %v", otaPub, err)
+	}
 	handler := fleet.NewServer(st, ca, fleet.WithAdminToken(adminToken), fleet.WithLogger(log),
-		fleet.WithHeartbeatInterval(fleetHeartbeat))
+		fleet.WithHeartbeatInterval(fleetHeartbeat), fleet.WithReleaseDir(filepath.Join(dir, "releases")),
+		fleet.WithTrustedKeys(bundle.NewKeyring(pub)))
+	rctx, stopRollouts := context.WithCancel(ctx)
+	rolloutsDone := make(chan struct{})
+	go func() {
+		defer close(rolloutsDone)
+		handler.RunRollouts(rctx)
+	}()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -101,11 +124,15 @@ func (h *harness) startFleet() *fleetServer {
 		t.Fatal(err)
 	}
 	f := &fleetServer{dir: dir, caFile: filepath.Join(dir, pki.CAFile), url: fmt.Sprintf("https://%s:%d", guestHost, port),
-		admin: admin, srv: srv, st: st, log: logf}
+		admin: admin, srv: srv, st: st, log: logf, edgeimg: h.edgeimg,
+		env: []string{"EDGEIMG_FLEET_URL=" + fmt.Sprintf("https://127.0.0.1:%d", port), "EDGEIMG_ADMIN_TOKEN=" + adminToken,
+			"EDGEIMG_FLEET_CA=" + filepath.Join(dir, pki.CAFile)}}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		stopRollouts()
+		<-rolloutsDone
 		_ = st.Close()
 		_ = logf.Close()
 	})
@@ -145,10 +172,17 @@ func (f *fleetServer) devices(t *testing.T) []*api.DeviceDetail {
 	return out
 }
 
+// fleetWant is what checkFleet expects of the device: its ID (empty on the first boot) and
+// the release version and slot it reports.
+type fleetWant struct {
+	id, version, slot string
+}
+
 // checkFleet checks that exactly one device, e2e-node, is enrolled, and that it sent heartbeats
 // with its version and slot during this boot (after QEMU started). It returns the device's ID.
-func (f *fleetServer) checkFleet(t *testing.T, con *console, wantID string) string {
+func (f *fleetServer) checkFleet(t *testing.T, con *console, want fleetWant) string {
 	t.Helper()
+	wantID := want.id
 	devs := f.devices(t)
 	var id string
 	t.Run("agent enrolled with the fleet", func(t *testing.T) {
@@ -185,16 +219,136 @@ func (f *fleetServer) checkFleet(t *testing.T, con *console, wantID string) stri
 		if !d.LastSeen.After(con.start) {
 			con.fail(t, "the device was last seen %s, before this boot started (%s)", d.LastSeen, con.start)
 		}
-		// The image's release version (spec version: "1"), which updates compare.
-		if d.Version != "1" || d.Slot == "" {
-			con.fail(t, "the device reports version %q (want the image's release version \"1\") and slot %q", d.Version, d.Slot)
+		// The release version of the slot it runs (the spec's version:), which updates compare.
+		if d.Version != want.version {
+			con.fail(t, "the device reports version %q, want the booted release's version %q", d.Version, want.version)
 		}
-		// The harness boots system A.
-		if d.Slot != "" && d.Slot != "a" {
-			con.fail(t, "the device reports slot %q, the harness booted slot a", d.Slot)
+		if d.Slot != want.slot {
+			con.fail(t, "the device reports slot %q, the harness booted slot %s", d.Slot, want.slot)
 		}
 	})
 	return id
+}
+
+// cli runs `edgeimg ARGS…` against this fleet, as an operator would, and returns its output.
+func (f *fleetServer) cli(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, f.edgeimg, args...)
+	cmd.Env = append(os.Environ(), f.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("edgeimg %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// pushRelease uploads an update bundle (NAME-BOARD.update) to the fleet with `edgeimg release
+// push` and checks that the fleet stores it as release version.
+func (f *fleetServer) pushRelease(t *testing.T, path, version string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := f.cli(ctx, "release", "push", path)
+	if err != nil {
+		t.Fatalf("pushing %s to the fleet: %v (server log: %s)", path, err, f.log.Name())
+	}
+	t.Logf("edgeimg release push %s: %s", filepath.Base(path), strings.TrimSpace(out))
+	rel, err := f.admin.Release(ctx, version)
+	if err != nil {
+		t.Fatalf("the fleet after the push of %s: %v", path, err)
+	}
+	t.Logf("release %s: %d bytes, %d chunks, %d new chunk bytes", rel.Version, rel.Size, rel.Chunks, rel.NewBytes)
+}
+
+// rollout starts rolling release version out to every device in one wave, one failure
+// halting it: `edgeimg release rollout VERSION --waves 100% --max-failures 0%`.
+func (f *fleetServer) rollout(ctx context.Context, version string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := f.cli(ctx, "release", "rollout", version, "--waves", "100%", "--max-failures", "0%")
+	return err
+}
+
+// theDevice returns the fleet's only device with its details; an error when there is not
+// exactly one.
+func (f *fleetServer) theDevice(ctx context.Context) (*api.DeviceDetail, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	devs, err := f.admin.Devices(ctx, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(devs) != 1 {
+		return nil, fmt.Errorf("the fleet has %d devices, want 1", len(devs))
+	}
+	return f.admin.Device(ctx, devs[0].ID)
+}
+
+// updateOf returns the update status the device last reported, nil without one.
+func updateOf(d *api.DeviceDetail) *api.UpdateStatus {
+	if d == nil || d.Device.LastHeartbeat == nil {
+		return nil
+	}
+	return d.Device.LastHeartbeat.Update
+}
+
+// awaitUpdate polls the fleet (every 2 s) until the device reports an update of version in
+// one of the states, or a final state of it (committed, failed, refused) that is not among
+// them (an error), or ctx ends. It returns the device as last seen.
+func (f *fleetServer) awaitUpdate(ctx context.Context, version string, states ...string) (*api.DeviceDetail, error) {
+	var last *api.DeviceDetail
+	for {
+		d, err := f.theDevice(ctx)
+		if err == nil {
+			last = d
+			if u := updateOf(d); u != nil && u.Version == version {
+				if slices.Contains(states, u.State) {
+					return d, nil
+				}
+				switch u.State {
+				case api.UpdateCommitted, api.UpdateFailed, api.UpdateRefused:
+					return d, fmt.Errorf("the device reports the update to %s %s (%s: %s), not %s", version, u.State, u.Reason, u.Detail, strings.Join(states, " or "))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			u := updateOf(last)
+			return last, fmt.Errorf("waiting for the device to report the update to %s %s: %w (last update status %+v, last error %v)", version, strings.Join(states, " or "), ctx.Err(), u, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// awaitRollout polls (every 2 s) the rollout of version until it is in state, or ctx ends.
+func (f *fleetServer) awaitRollout(ctx context.Context, version, state string) (*api.RolloutStatus, error) {
+	var last *api.RolloutStatus
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		st, err := f.admin.RolloutStatus(rctx, version)
+		cancel()
+		if err == nil {
+			last = st
+			if st.State == state {
+				return st, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("waiting for the rollout of %s to be %s: %w (last %+v, error %v)", version, state, ctx.Err(), last, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// heartbeatsSince counts the device's stored heartbeats after t.
+func heartbeatsSince(d *api.DeviceDetail, t time.Time) int {
+	n := 0
+	for _, hb := range d.Heartbeats {
+		if hb.At.After(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // checkSettingsConsumed checks that the agent removed the enrollment token from device.yaml on
@@ -217,9 +371,12 @@ func (h *harness) checkSettingsConsumed(t *testing.T, con *console, img string, 
 	}
 }
 
+// runOut runs a short command (bounded by outputTimeout) and returns its standard output.
 func runOut(name string, args ...string) (string, error) {
 	var stderr strings.Builder
-	cmd := exec.Command(name, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), outputTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

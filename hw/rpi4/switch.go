@@ -114,13 +114,22 @@ func (s *Switch) Inactive() (hw.Slot, error) {
 	return hw.OtherSlot(s.slots(), a), nil
 }
 
-// IsTrial implements hw.SlotSwitch.
+// IsTrial implements hw.SlotSwitch: the firmware booted with its tryboot flag (the
+// bootloader's tryboot cell) and autoboot.txt's default is not the booted slot yet.
 func (s *Switch) IsTrial() (bool, error) {
 	n, err := s.cell("tryboot")
+	if err != nil || n != 1 {
+		return false, err
+	}
+	active, err := s.Active()
 	if err != nil {
 		return false, err
 	}
-	return n == 1, nil
+	def, _, err := s.Read()
+	if err != nil {
+		return false, err
+	}
+	return def != active.Boot, nil
 }
 
 // Read returns autoboot.txt's default and trial boot partitions.

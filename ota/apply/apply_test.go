@@ -231,6 +231,18 @@ func TestApply(t *testing.T) {
 		if !bytes.Equal(after, rpi4.Autoboot(3, 2)) {
 			t.Fatalf("committed autoboot.txt:\n%s", after)
 		}
+		// Committed, the trial boot is no longer one: slot A is not a fallback any more, and
+		// the next release may be installed there during the same boot.
+		if trial, err := sw.IsTrial(); err != nil || trial {
+			t.Fatalf("after the commit IsTrial = %v, %v", trial, err)
+		}
+		if _, err := Apply(context.Background(), bytes.NewReader(newRelease("3", 10, cmdOff).bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2")); err != nil {
+			t.Fatalf("update after the commit, in the same boot: %v", err)
+		}
+		if partSum(t, c, 5) == beforeA {
+			t.Fatal("release 3 was not written to slot A")
+		}
+		must(t, sw.Commit(res.Slot)) // keep B the default for what follows
 		for range 2 {
 			booted, err = c.PowerOn()
 			must(t, err)
