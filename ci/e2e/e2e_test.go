@@ -110,6 +110,13 @@ func TestBoot(t *testing.T) {
 	fl := h.startFleet(otaKey + ".pub")
 	token := fl.token(t)
 
+	h.phase("K3s payload: the k3s executable and the images on the loopback (registries.mirrors)")
+	k := h.k3sPayload()
+	h.k3s = &k
+	if k.StandIn {
+		t.Logf("K3S STAND-IN: /usr/local/bin/k3s is ci/e2e/k3s-standin, not K3s (no real arm64 K3s: set EDGEIMG_E2E_K3S=path); K3s itself is not exercised, the agent's K3s health checks and the payload's units are")
+	}
+
 	h.phase("edgeimg build: release 1, the card")
 	v1 := h.build(base, release{version: "1", fleetCA: fl.caFile, fleetURL: fl.url})
 	c := newCard(t, v1)
@@ -151,6 +158,9 @@ func TestBoot(t *testing.T) {
 		})
 		t.Run("builder's files and units are there", func(t *testing.T) { checkAdditions(t, con, f) })
 		deviceID = fl.checkFleet(t, con, fleetWant{version: "1", slot: "a"})
+		if h.k3s != nil {
+			t.Run("heartbeats report the K3s node Ready", func(t *testing.T) { fl.checkNodeReady(t, con) })
+		}
 		t.Run("device.yaml consumed: token removed from the config partition", func(t *testing.T) {
 			h.checkSettingsConsumed(t, con, c.img, c.config, token)
 		})
@@ -251,6 +261,9 @@ func (h *harness) checkBoot(t *testing.T, r *bootRun, end shutdown) map[string]s
 		}
 	})
 	t.Run("no failed units", func(t *testing.T) { checkFailed(t, con, f) })
+	if h.k3s != nil {
+		t.Run("K3s started by the agent, its payload visible", func(t *testing.T) { h.checkK3s(t, con, f) })
+	}
 	t.Run("machine-id made and kept on /var", func(t *testing.T) {
 		id := f["machine_id"]
 		if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(id) {
@@ -418,6 +431,7 @@ type harness struct {
 	runs   []string // one line per QEMU run: slot, mode, time, end
 
 	edgeimg string // the edgeimg binary built for the host
+	k3s     *k3sPayload
 }
 
 func newHarness(t *testing.T) *harness {
@@ -599,6 +613,9 @@ ota:
   signingKey: keys/ota.key
   healthTimeout: %[9]s
 `, imageName, hostname, base, opsKey, rel.fleetURL, rel.fleetCA, rel.version, fleetHeartbeat, healthTimeout)
+	if h.k3s != nil {
+		spec += h.k3s.Spec
+	}
 	p := filepath.Join(dir, "edgeimg-v"+rel.version+".yaml")
 	h.writeFile(p, []byte(spec), 0o644)
 	return p

@@ -13,9 +13,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"testing"
 	"time"
 
+	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/images"
 	"github.com/edgeimg/edgeimg/manifests"
 	"github.com/edgeimg/edgeimg/manifests/certmanager"
@@ -151,4 +154,48 @@ func (h *harness) arm64Image() v1.ImageIndex {
 	}
 	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
 		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+}
+
+// checkK3s checks the K3s part of a boot: the role's unit is running the shipped k3s, the
+// air-gap archives are linked where K3s imports them, and the agent's figures.
+func (h *harness) checkK3s(t *testing.T, con *console, f map[string]string) {
+	t.Helper()
+	if h.k3s.StandIn {
+		t.Log("K3S STAND-IN: " + f["k3s_version"] + " — K3s itself is not exercised")
+		if !strings.Contains(f["k3s_version"], "standin") {
+			con.fail(t, "/usr/local/bin/k3s --version says %q, not the stand-in the image was built with", f["k3s_version"])
+		}
+	}
+	if f["k3s_active"] != "active" {
+		con.fail(t, "k3s.service is %q, want active (the agent starts the server role)", f["k3s_active"])
+	}
+	if n, _ := strconv.Atoi(f["k3s_images"]); n < 10 {
+		con.fail(t, "%s air-gap archives in /var/lib/rancher/k3s/agent/images, want the system, cert-manager and workload images (14)", f["k3s_images"])
+	}
+	if !strings.Contains(f["k3s_manifests"], "telemetry.yaml") || !strings.Contains(f["k3s_manifests"], "edgeimg-cert-manager.yaml") {
+		con.fail(t, "the slot's manifests are %q, want telemetry.yaml and cert-manager's", f["k3s_manifests"])
+	}
+	if f["agent_rss_kb"] != "" {
+		t.Logf("edgeimg-agent on linux/arm64: RSS %s kB, peak %s kB", f["agent_rss_kb"], f["agent_hwm_kb"])
+	}
+}
+
+// checkNodeReady checks that a heartbeat of this boot reported the K3s node Ready with no
+// pod not ready: the agent read them from the local API with the kubeconfig K3s wrote.
+func (f *fleetServer) checkNodeReady(t *testing.T, con *console) {
+	t.Helper()
+	d, err := f.theDevice(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, hb := range d.Heartbeats {
+		if hb.At.After(con.start) && hb.Heartbeat.NodeReady && len(hb.Heartbeat.NotReadyPods) == 0 {
+			return
+		}
+	}
+	var last *api.Heartbeat
+	if len(d.Heartbeats) > 0 {
+		last = &d.Heartbeats[0].Heartbeat
+	}
+	con.fail(t, "no heartbeat of this boot reported the node Ready with every pod ready; the last: %+v", last)
 }
