@@ -132,7 +132,7 @@ token are written 0600. Existing files are never overwritten.`,
 }
 
 func newCmdFleetServe(g *globals) *cobra.Command {
-	var listen, db, publicURL, dir, releaseDir string
+	var listen, db, publicURL, dir, releaseDir, pprofAddr string
 	var trustedKeys []string
 	var enrollRate float64
 	var heartbeat time.Duration
@@ -186,6 +186,14 @@ share one PostgreSQL database). Releases pushed with edgeimg release push are st
 			}
 			srv := &http.Server{Handler: h, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 				WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+			if pprofAddr != "" {
+				pl, err := profileListener(pprofAddr)
+				if err != nil {
+					return err
+				}
+				go (&http.Server{Handler: profileHandler(), ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
+				log.Info("Go profiles (net/http/pprof)", "url", "http://"+pl.Addr().String()+"/debug/pprof/")
+			}
 			go h.RunRollouts(ctx)
 			// On SIGTERM (a rollout or scale-down) requests in flight get 10 s to finish:
 			// Shutdown stops accepting at once, and serve returns only when it is done.
@@ -209,6 +217,7 @@ share one PostgreSQL database). Releases pushed with edgeimg release push are st
 	c.Flags().StringVar(&db, "db", "", "database: a SQLite file or postgres://… (default fleet.db in --dir)")
 	c.Flags().StringVar(&publicURL, "public-url", "", "URL devices and people reach the server at")
 	c.Flags().StringVar(&dir, "dir", ".", "directory holding the files of fleet init")
+	c.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	c.Flags().Float64Var(&enrollRate, "enroll-rate", 2, "enrollments per second allowed per source IP (bursts of 20; 0: no limit)")
 	c.Flags().DurationVar(&heartbeat, "heartbeat", 30*time.Second, "heartbeat interval told to devices")
 	c.Flags().StringVar(&releaseDir, "releases", "", "directory to store pushed releases in (default releases/ in --dir)")
