@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/edgeimg/edgeimg/agent/identity"
 	"github.com/edgeimg/edgeimg/agent/k3s"
 	"github.com/edgeimg/edgeimg/agent/ota"
+	"github.com/edgeimg/edgeimg/agent/retry"
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/ota/delta"
 )
@@ -470,7 +470,7 @@ func (a *agent) logEnrollError(err error) {
 func (a *agent) enrollLoop(ctx context.Context) (*identity.Enrollment, error) {
 	delay := a.cfg.MinBackoff
 	for {
-		if !sleep(ctx, jitter(delay)) {
+		if !retry.Sleep(ctx, retry.Jitter(delay)) {
 			return nil, nil
 		}
 		enr, err := a.enroll(ctx)
@@ -490,22 +490,6 @@ func errorsIfCrash(err error) error {
 		return err
 	}
 	return nil
-}
-
-// jitter spreads d over [d/2, d) so that a fleet coming back online does not retry in step.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func (a *agent) nodeStatus(ctx context.Context) (bool, []string, error) {
@@ -531,7 +515,7 @@ func (a *agent) heartbeatLoop(ctx context.Context) error {
 	collector := heartbeat.Collector{Paths: a.p, Node: a.nodeStatus}
 	for {
 		a.beat(ctx, collector)
-		if !sleep(ctx, a.interval) {
+		if !retry.Sleep(ctx, a.interval) {
 			return nil
 		}
 	}

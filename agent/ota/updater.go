@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/retry"
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/hw"
 	"github.com/edgeimg/edgeimg/ota/apply"
@@ -394,7 +394,7 @@ func (u *Updater) health(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if !sleep(ctx, u.cfg.HealthPoll) {
+		if !retry.Sleep(ctx, u.cfg.HealthPoll) {
 			return fmt.Errorf("K3s not healthy within %s: %w", u.cfg.HealthTimeout, err)
 		}
 	}
@@ -499,7 +499,7 @@ func (u *Updater) run(ctx context.Context, d *download, prev chan struct{}) {
 		u.mu.Lock()
 		u.detail = "retrying: " + err.Error()
 		u.mu.Unlock()
-		if !sleep(ctx, jitter(delay)) {
+		if !retry.Sleep(ctx, retry.Jitter(delay)) {
 			return
 		}
 		delay = min(2*delay, u.cfg.MaxBackoff)
@@ -630,20 +630,4 @@ func (w *watchReader) Read(b []byte) (int, error) {
 		w.err = err
 	}
 	return n, err
-}
-
-// jitter spreads d over [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
