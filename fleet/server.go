@@ -221,11 +221,7 @@ func device(r *http.Request) (id, keySum string, err error) {
 	if cert == nil {
 		return "", "", api.Errorf(http.StatusUnauthorized, "unauthorized", "this route needs the device's client certificate")
 	}
-	keySum, err = pki.KeySHA256(cert.PublicKey)
-	if err != nil {
-		return "", "", api.Errorf(http.StatusForbidden, "unauthorized", "client certificate: %v", err)
-	}
-	return cert.Subject.CommonName, keySum, nil
+	return cert.Subject.CommonName, pki.CertKeySHA256(cert), nil
 }
 
 func clientIP(r *http.Request) string {

@@ -209,6 +209,15 @@ func KeySHA256(pub crypto.PublicKey) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// CertKeySHA256 is KeySHA256 of a certificate's public key, from the DER the certificate
+// already holds (its SubjectPublicKeyInfo is exactly what MarshalPKIXPublicKey writes for the
+// ed25519 and ECDSA keys devices use), without encoding it again: the server hashes the client
+// certificate's key on every device request.
+func CertKeySHA256(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
+
 // CA signs device certificates.
 type CA struct {
 	Cert    *x509.Certificate

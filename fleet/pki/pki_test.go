@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -123,4 +124,38 @@ func FuzzParseCSR(f *testing.F) {
 			t.Fatal("accepted a CSR for another device")
 		}
 	})
+}
+
+// TestCertKeySHA256: the hash of a signed certificate's key, taken from its DER, is the hash
+// of the key enrolled from the CSR, for both key types devices use.
+func TestCertKeySHA256(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for name, key := range map[string]interface{ Public() crypto.PublicKey }{"ed25519": ed, "ecdsa": ec} {
+		csr, err := ParseCSR(csrPEM(t, key, "dev-"+name), "dev-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss, err := ca.Sign(csr, now, DeviceValidity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(iss.CertPEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := KeySHA256(key.Public())
+		if got := CertKeySHA256(cert); got != want || got != iss.KeySHA256 {
+			t.Errorf("%s: CertKeySHA256 %s, KeySHA256 %s, enrolled %s", name, got, want, iss.KeySHA256)
+		}
+	}
 }
