@@ -3,8 +3,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,49 +14,10 @@ import (
 	"github.com/edgeimg/edgeimg/fleet"
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/hw/filecard"
-	"github.com/edgeimg/edgeimg/hw/rpi4"
 	"github.com/edgeimg/edgeimg/ota/apply"
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
-
-const mib = 1 << 20
-
-var otaExtents = map[int]filecard.Extent{
-	1: {Start: 1 * mib, Size: 1 * mib},
-	2: {Start: 2 * mib, Size: 1 * mib},
-	3: {Start: 3 * mib, Size: 1 * mib},
-	5: {Start: 4 * mib, Size: 4 * mib},
-	6: {Start: 8 * mib, Size: 4 * mib},
-}
-
-const (
-	otaCmdA   = "console=tty1 root=PARTUUID=0badcafe-05 rootfstype=ext4 ro rootwait\n"
-	otaCmdB   = "console=tty1 root=PARTUUID=0badcafe-06 rootfstype=ext4 ro rootwait\n"
-	otaCmdOff = 70000
-)
-
-func otaBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 2))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-func otaFAT(seed uint64, size int) []byte {
-	b := otaBytes(seed, size)
-	clear(b[:512])
-	copy(b[3:], "mkfs.fat")
-	copy(b[82:], "FAT32   ")
-	b[510], b[511] = 0x55, 0xaa
-	copy(b[otaCmdOff:], otaCmdA)
-	return b
-}
-
-func otaSource(name string, b []byte) bundle.Source {
-	return bundle.Source{Name: name, Size: int64(len(b)), Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
-}
 
 // otaEnv is a real fleet holding release 2 and a device whose simulated card runs release 1
 // on slot A.
@@ -76,44 +35,19 @@ type otaEnv struct {
 }
 
 func newOTAEnv(t *testing.T) *otaEnv {
-	seed := detSeed(7)
-	priv, pub, err := bundle.GenerateKey(&seed)
-	must(t, err)
-	sk, err := bundle.ParsePrivateKey(priv)
-	must(t, err)
-	pk, err := bundle.ParsePublicKey(pub)
-	must(t, err)
+	sk, pk := otatest.Key(t, 7)
 	e := &otaEnv{keys: bundle.NewKeyring(pk), r: &recorder{}}
 	e.f = newFleet(t, fleet.WithReleaseDir(t.TempDir()), fleet.WithTrustedKeys(e.keys))
 	e.p, e.cfgDir = newDevice(t, e.f, e.f.newToken(1, nil))
 
 	// The card: slot A holds release 1.
-	dir := t.TempDir()
-	img := filepath.Join(dir, "card.img")
-	sysA := otaBytes(2, 3*mib)
-	im, err := os.Create(img)
-	must(t, err)
-	must(t, im.Truncate(12*mib))
-	_, err = im.WriteAt(rpi4.Autoboot(2, 3), otaExtents[1].Start+8*512)
-	must(t, err)
-	_, err = im.WriteAt(otaFAT(1, 200<<10), otaExtents[2].Start)
-	must(t, err)
-	_, err = im.WriteAt(sysA, otaExtents[5].Start)
-	must(t, err)
-	must(t, im.Close())
-	e.card, err = filecard.New(img, otaExtents, filepath.Join(dir, "firmware"))
-	must(t, err)
+	e.card = otatest.NewCard(t)
 
 	// Release 2: a new boot partition, release 1's system with a change in the middle.
-	e.sys2 = bytes.Clone(sysA)
-	copy(e.sys2[mib:], otaBytes(9, 200<<10))
-	e.boot2 = otaFAT(5, 150<<10)
-	bs := otaSource(bundle.PartBoot, e.boot2)
-	bs.Patch = &bundle.Patch{Offset: otaCmdOff, From: "a", Slots: map[string]string{"a": otaCmdA, "b": otaCmdB}}
-	var b bytes.Buffer
-	_, err = bundle.Write(&b, bundle.Manifest{Name: "demo", Version: "2", Board: "rpi4", LayoutVersion: 1, MinVersion: "0"}, sk, []bundle.Source{bs, otaSource(bundle.PartSystem, e.sys2)})
-	must(t, err)
-	e.bundle = b.Bytes()
+	_, e.sys2 = otatest.SlotA()
+	copy(e.sys2[otatest.MiB:], otatest.RandBytes(9, 200<<10))
+	e.boot2 = otatest.FakeFAT(5, 150<<10, otatest.CmdOff)
+	e.bundle = otatest.Release{Manifest: otatest.Manifest("2"), Boot: e.boot2, CmdOff: otatest.CmdOff, System: e.sys2}.Bundle(t, sk)
 	return e
 }
 
@@ -170,7 +104,7 @@ func TestOTA(t *testing.T) {
 	e.rollOut(t)
 	st := e.f.device(id).Device.Update
 	total := int64(len(e.boot2) + len(e.sys2))
-	if st.Version != "2" || st.Total != total || st.Reused < mib || st.Downloaded+st.Reused != total {
+	if st.Version != "2" || st.Total != total || st.Reused < otatest.MiB || st.Downloaded+st.Reused != total {
 		t.Fatalf("update status %+v (parts %d bytes)", st, total)
 	}
 
@@ -235,14 +169,4 @@ func TestOTAFleetUnreachable(t *testing.T) {
 	if s, _ := ota.LoadState(e.p); s == nil || s.Phase != api.UpdateFailed || s.Snapshot {
 		t.Fatalf("state %+v", s)
 	}
-}
-
-type detSeed byte
-
-func (d *detSeed) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte(*d)
-		*d++
-	}
-	return len(b), nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/hw/rpi4"
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 // mountRecorder stands for mount and umount: the "config partition" is a directory that is
@@ -54,7 +55,7 @@ func TestDeviceConfig(t *testing.T) {
 	if _, err := DeviceConfig(p, r); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("no trusted keys: %v", err)
 	}
-	_, pk := key(t, 1)
+	_, pk := otatest.Key(t, 1)
 	write(filepath.Join(TrustedDir, bundle.KeyID(pk)+".pub"), string(bundle.PublicKeyPEM(pk)))
 	write("config-partition/autoboot.txt", string(rpi4.Autoboot(2, 3)))
 	write("proc/device-tree/chosen/bootloader/partition", "\x00\x00\x00\x03")

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgeimg/edgeimg/fleet/api"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 // TestPowerCut interrupts the whole update, from the download to the commit, at 100 random
@@ -21,9 +22,9 @@ import (
 // release, the new one on its trial, or the new committed one, never a broken slot; slot A's
 // bytes never change; the update ends committed, or failed with the K3s state restored.
 func TestPowerCut(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2")
-	b := rel.bundle(t, sk)
+	b := rel.Bundle(t, sk)
 
 	// An uncut run measures how many events of each kind an update has.
 	used := map[string]int64{}
@@ -94,7 +95,7 @@ func TestPowerCut(t *testing.T) {
 // runToEnd boots the simulated device again and again, running the agent's updater on
 // each boot, until the update has ended; it checks the invariants on every boot and
 // returns the update's final state (committed or failed).
-func runToEnd(t *testing.T, s *sim, rel release, name string) string {
+func runToEnd(t *testing.T, s *sim, rel otatest.Release, name string) string {
 	t.Helper()
 	a2, a5 := s.partSum(2), s.partSum(5)
 	var trace []string
@@ -116,7 +117,7 @@ func runToEnd(t *testing.T, s *sim, rel release, name string) string {
 			if !trial && s.defaultSlot() != 3 {
 				fail("slot B booted without a trial and without being the default")
 			}
-			if !bytes.Equal(s.partBytes(6, len(rel.system)), rel.system) || !bytes.Equal(s.partBytes(3, len(rel.boot)), wantBootB(rel)) {
+			if !bytes.Equal(s.partBytes(6, len(rel.System)), rel.System) || !bytes.Equal(s.partBytes(3, len(rel.Boot)), wantBootB(rel)) {
 				fail("slot B boots with an incomplete release")
 			}
 		}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,28 +25,14 @@ import (
 	"github.com/edgeimg/edgeimg/ota/apply"
 	"github.com/edgeimg/edgeimg/ota/bundle"
 	"github.com/edgeimg/edgeimg/ota/delta"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 // The simulated device: a file-backed card in a simulated Pi 4 (hw/filecard), a root
 // directory standing for the device's files (the data partition: state.json, K3s state), and
 // a fake fleet (Source).
 
-const mib = 1 << 20
-
-// The synthetic card: partitions 1 (config), 2/3 (boot A/B), 5/6 (system A/B).
-var extents = map[int]filecard.Extent{
-	1: {Start: 1 * mib, Size: 1 * mib},
-	2: {Start: 2 * mib, Size: 1 * mib},
-	3: {Start: 3 * mib, Size: 1 * mib},
-	5: {Start: 4 * mib, Size: 4 * mib},
-	6: {Start: 8 * mib, Size: 4 * mib},
-}
-
-const (
-	cmdA   = "console=tty1 root=PARTUUID=0badcafe-05 rootfstype=ext4 ro rootwait panic=10\n"
-	cmdB   = "console=tty1 root=PARTUUID=0badcafe-06 rootfstype=ext4 ro rootwait panic=10\n"
-	cmdOff = 100000
-)
+const mib = otatest.MiB
 
 var errPowerCut = errors.New("power cut")
 
@@ -58,84 +43,16 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// fakeFAT is a boot partition image: a FAT-looking boot sector and slot A's cmdline.txt.
-func fakeFAT(seed uint64, size int) []byte {
-	b := randBytes(seed, size)
-	clear(b[:512])
-	copy(b[3:], "mkfs.fat")
-	copy(b[82:], "FAT32   ")
-	b[510], b[511] = 0x55, 0xaa
-	copy(b[cmdOff:], cmdA)
-	return b
-}
-
-func randBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 2))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-// The installed release (slot A) and the new one: release 2's system is release 1's with a
+// newRelease is release version. Its system is release 1's (on slot A of the card) with a
 // changed region in the middle, so most of its chunks are on the card already.
-var (
-	sysA  = randBytes(2, 3*mib)
-	bootA = fakeFAT(1, 200<<10)
-)
-
-type release struct {
-	m      bundle.Manifest
-	boot   []byte
-	system []byte
-}
-
-func newRelease(version string) release {
-	sys := bytes.Clone(sysA[:3*mib-54321])
-	copy(sys[1*mib:], randBytes(9, 300<<10))
-	return release{
-		m:    bundle.Manifest{Name: "demo", Version: version, Board: "rpi4", LayoutVersion: 1, MinVersion: "0"},
-		boot: fakeFAT(7, 150<<10), system: sys,
+func newRelease(version string) otatest.Release {
+	_, sysA := otatest.SlotA()
+	sys := sysA[:3*mib-54321]
+	copy(sys[1*mib:], otatest.RandBytes(9, 300<<10))
+	return otatest.Release{
+		Manifest: otatest.Manifest(version),
+		Boot:     otatest.FakeFAT(7, 150<<10, otatest.CmdOff), CmdOff: otatest.CmdOff, System: sys,
 	}
-}
-
-func source(name string, b []byte) bundle.Source {
-	return bundle.Source{Name: name, Size: int64(len(b)), Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
-}
-
-func (r release) sources() []bundle.Source {
-	bs := source(bundle.PartBoot, r.boot)
-	bs.Patch = &bundle.Patch{Offset: cmdOff, From: "a", Slots: map[string]string{"a": cmdA, "b": cmdB}}
-	return []bundle.Source{bs, source(bundle.PartSystem, r.system)}
-}
-
-func (r release) bundle(t testing.TB, sk ed25519.PrivateKey) []byte {
-	var buf bytes.Buffer
-	_, err := bundle.Write(&buf, r.m, sk, r.sources())
-	must(t, err)
-	return buf.Bytes()
-}
-
-type detRand byte
-
-func (d *detRand) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte(*d)
-		*d++
-	}
-	return len(b), nil
-}
-
-func key(t testing.TB, seed byte) (ed25519.PrivateKey, ed25519.PublicKey) {
-	r := detRand(seed)
-	priv, pub, err := bundle.GenerateKey(&r)
-	must(t, err)
-	sk, err := bundle.ParsePrivateKey(priv)
-	must(t, err)
-	pk, err := bundle.ParsePublicKey(pub)
-	must(t, err)
-	return sk, pk
 }
 
 // power is the simulated device's power supply. A cut is set on one kind of event (bytes
@@ -403,20 +320,8 @@ type sim struct {
 const k3sState = "var/lib/rancher/k3s/state"
 
 func newSim(t testing.TB, pk ed25519.PublicKey) *sim {
+	c := otatest.NewCard(t)
 	dir := t.TempDir()
-	img := filepath.Join(dir, "card.img")
-	f, err := os.Create(img)
-	must(t, err)
-	defer f.Close()
-	must(t, f.Truncate(12*mib))
-	_, err = f.WriteAt(rpi4.Autoboot(2, 3), extents[1].Start+8*512)
-	must(t, err)
-	_, err = f.WriteAt(bootA, extents[2].Start)
-	must(t, err)
-	_, err = f.WriteAt(sysA, extents[5].Start)
-	must(t, err)
-	c, err := filecard.New(img, extents, filepath.Join(dir, "firmware"))
-	must(t, err)
 	s := &sim{t: t, root: filepath.Join(dir, "root"), card: c, keys: bundle.NewKeyring(pk),
 		timeout: time.Minute, installed: map[string]string{"a": "1", "b": ""}}
 	s.writeK3s("k3s state of release 1")
@@ -606,25 +511,9 @@ func (s *sim) agent(slot hw.Slot, trial bool, version string) (*Updater, bool) {
 	return u, err == nil || s.rebootAsked
 }
 
-func (s *sim) partSum(n int) [32]byte {
-	p, err := s.card.Partition(n)
-	must(s.t, err)
-	defer p.Close()
-	b := make([]byte, p.Size())
-	_, err = p.ReadAt(b, 0)
-	must(s.t, err)
-	return sha256.Sum256(b)
-}
+func (s *sim) partSum(n int) [32]byte { return otatest.PartSum(s.t, s.card, n) }
 
-func (s *sim) partBytes(n, size int) []byte {
-	p, err := s.card.Partition(n)
-	must(s.t, err)
-	defer p.Close()
-	b := make([]byte, size)
-	_, err = p.ReadAt(b, 0)
-	must(s.t, err)
-	return b
-}
+func (s *sim) partBytes(n, size int) []byte { return otatest.PartBytes(s.t, s.card, n, size) }
 
 func (s *sim) defaultSlot() int {
 	ab, err := s.card.Autoboot()

@@ -13,12 +13,13 @@ import (
 
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 // wantBootB is slot B's boot partition after the update: release 2's with slot B's cmdline.
-func wantBootB(rel release) []byte {
-	b := bytes.Clone(rel.boot)
-	copy(b[cmdOff:], cmdB)
+func wantBootB(rel otatest.Release) []byte {
+	b := bytes.Clone(rel.Boot)
+	copy(b[rel.CmdOff:], otatest.CmdB)
 	return b
 }
 
@@ -26,10 +27,10 @@ func TestUpdateCommits(t *testing.T) {
 	for _, withIndex := range []bool{true, false} {
 		name := map[bool]string{true: "delta", false: "full"}[withIndex]
 		t.Run(name, func(t *testing.T) {
-			sk, pk := key(t, 1)
+			sk, pk := otatest.Key(t, 1)
 			rel := newRelease("2")
 			s := newSim(t, pk)
-			s.src = newSource(t, "2", rel.bundle(t, sk), withIndex)
+			s.src = newSource(t, "2", rel.Bundle(t, sk), withIndex)
 			a2, a5 := s.partSum(2), s.partSum(5)
 
 			// Boot 1: slot A, the fleet wants release 2: download, snapshot, trial reboot.
@@ -42,7 +43,7 @@ func TestUpdateCommits(t *testing.T) {
 			if !rebooted || st == nil || st.State != api.UpdateRebooting || st.Version != "2" {
 				t.Fatalf("after the download: rebooted %v, status %+v", rebooted, st)
 			}
-			total := int64(len(rel.boot) + len(rel.system))
+			total := int64(len(rel.Boot) + len(rel.System))
 			if st.Total != total || st.Downloaded+st.Reused < total/2 {
 				t.Fatalf("status %+v: total %d", st, total)
 			}
@@ -66,10 +67,10 @@ func TestUpdateCommits(t *testing.T) {
 			if slot.Name != "b" || !trial {
 				t.Fatalf("second boot: %v trial %v", slot, trial)
 			}
-			if got := s.partBytes(6, len(rel.system)); !bytes.Equal(got, rel.system) {
+			if got := s.partBytes(6, len(rel.System)); !bytes.Equal(got, rel.System) {
 				t.Fatal("slot B's system is not release 2's")
 			}
-			if got := s.partBytes(3, len(rel.boot)); !bytes.Equal(got, wantBootB(rel)) {
+			if got := s.partBytes(3, len(rel.Boot)); !bytes.Equal(got, wantBootB(rel)) {
 				t.Fatal("slot B's boot partition is not release 2's with slot B's cmdline.txt")
 			}
 			u, rebooted = s.agent(slot, trial, "2")
@@ -102,10 +103,10 @@ func TestUpdateCommits(t *testing.T) {
 
 // TestUpdateResumes: network errors in the middle of the bundle are retried.
 func TestUpdateResumes(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2")
 	s := newSim(t, pk)
-	s.src = newSource(t, "2", rel.bundle(t, sk), false)
+	s.src = newSource(t, "2", rel.Bundle(t, sk), false)
 	s.src.transientFails.Store(3)
 	slot, trial := s.powerOn()
 	u, rebooted := s.agent(slot, trial, "2")
@@ -118,10 +119,10 @@ func TestUpdateResumes(t *testing.T) {
 }
 
 func TestUpdateHealthFails(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2")
 	s := newSim(t, pk)
-	s.src = newSource(t, "2", rel.bundle(t, sk), true)
+	s.src = newSource(t, "2", rel.Bundle(t, sk), true)
 	s.timeout = 20 * time.Millisecond
 	s.health = func(context.Context) error { return errors.New("node edge-1 not Ready") }
 	a2, a5 := s.partSum(2), s.partSum(5)
@@ -169,10 +170,10 @@ func TestUpdateHealthFails(t *testing.T) {
 // TestTrialDoesNotComeUp: the new release never reaches the agent (it crashes, or the
 // power goes during the trial); the firmware's next boot is the old slot.
 func TestTrialDoesNotComeUp(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2")
 	s := newSim(t, pk)
-	s.src = newSource(t, "2", rel.bundle(t, sk), true)
+	s.src = newSource(t, "2", rel.Bundle(t, sk), true)
 	slot, trial := s.powerOn()
 	if _, rebooted := s.agent(slot, trial, "2"); !rebooted {
 		t.Fatal("no trial reboot")
@@ -192,7 +193,7 @@ func TestTrialDoesNotComeUp(t *testing.T) {
 	}
 	// A different release is tried.
 	rel3 := newRelease("3")
-	s.src = newSource(t, "3", rel3.bundle(t, sk), true)
+	s.src = newSource(t, "3", rel3.Bundle(t, sk), true)
 	u, rebooted = s.agent(slot, trial, "3")
 	if st := u.Status(); !rebooted || st.Version != "3" || st.State != api.UpdateRebooting {
 		t.Fatalf("release 3: rebooted %v, status %+v", rebooted, st)
@@ -209,61 +210,61 @@ func resign(t *testing.T, mb []byte, sk ed25519.PrivateKey) []byte {
 // TestRefusals: each rejected release is reported with its reason, never made bootable, and
 // not tried again.
 func TestRefusals(t *testing.T) {
-	sk, pk := key(t, 1)
-	other, _ := key(t, 2)
+	sk, pk := otatest.Key(t, 1)
+	other, _ := otatest.Key(t, 2)
 	cases := []struct {
 		name   string
 		reason bundle.Reason
 		make   func(t *testing.T, s *sim)
 	}{
 		{"bad signature", bundle.ErrBadSignature, func(t *testing.T, s *sim) {
-			s.src = newSource(t, "2", newRelease("2").bundle(t, sk), true)
+			s.src = newSource(t, "2", newRelease("2").Bundle(t, sk), true)
 			s.src.manifest = bytes.Replace(s.src.manifest, []byte(`"demo"`), []byte(`"evil"`), 1)
 		}},
 		{"unknown key", bundle.ErrUnknownKey, func(t *testing.T, s *sim) {
-			s.src = newSource(t, "2", newRelease("2").bundle(t, other), true)
+			s.src = newSource(t, "2", newRelease("2").Bundle(t, other), true)
 		}},
 		{"truncated", bundle.ErrTruncated, func(t *testing.T, s *sim) {
-			b := newRelease("2").bundle(t, sk)
+			b := newRelease("2").Bundle(t, sk)
 			s.src = newSource(t, "2", b[:len(b)-300000], false)
 		}},
 		{"hash mismatch", bundle.ErrHashMismatch, func(t *testing.T, s *sim) {
-			b := newRelease("2").bundle(t, sk)
+			b := newRelease("2").Bundle(t, sk)
 			b[len(b)-100000] ^= 1
 			s.src = newSource(t, "2", b, false)
 		}},
 		{"wrong board", bundle.ErrWrongBoard, func(t *testing.T, s *sim) {
 			rel := newRelease("2")
-			rel.m.Board = "rpi5"
-			s.src = newSource(t, "2", rel.bundle(t, sk), true)
+			rel.Manifest.Board = "rpi5"
+			s.src = newSource(t, "2", rel.Bundle(t, sk), true)
 		}},
 		{"layout", bundle.ErrLayout, func(t *testing.T, s *sim) {
 			rel := newRelease("2")
-			rel.m.LayoutVersion = 2
-			s.src = newSource(t, "2", rel.bundle(t, sk), true)
+			rel.Manifest.LayoutVersion = 2
+			s.src = newSource(t, "2", rel.Bundle(t, sk), true)
 		}},
 		{"downgrade", bundle.ErrDowngrade, func(t *testing.T, s *sim) {
-			s.src = newSource(t, "0.9", newRelease("0.9").bundle(t, sk), true)
+			s.src = newSource(t, "0.9", newRelease("0.9").Bundle(t, sk), true)
 		}},
 		{"bigger than the slot", bundle.ErrTooBig, func(t *testing.T, s *sim) {
 			rel := newRelease("2")
-			rel.system = randBytes(3, 5*mib)
-			s.src = newSource(t, "2", rel.bundle(t, sk), false)
+			rel.System = otatest.RandBytes(3, 5*mib)
+			s.src = newSource(t, "2", rel.Bundle(t, sk), false)
 		}},
 		{"manifest lies about sizes", bundle.ErrSizeMismatch, func(t *testing.T, s *sim) {
 			rel := newRelease("2")
 			var buf bytes.Buffer
-			m, err := bundle.Write(&buf, rel.m, sk, rel.sources())
+			m, err := bundle.Write(&buf, rel.Manifest, sk, rel.Sources())
 			must(t, err)
 			m.Parts[1].Size -= 1000
 			mb, err := m.Marshal()
 			must(t, err)
 			buf.Reset()
-			must(t, bundle.WriteStream(&buf, mb, resign(t, mb, sk), rel.sources()))
+			must(t, bundle.WriteStream(&buf, mb, resign(t, mb, sk), rel.Sources()))
 			s.src = newSource(t, "2", buf.Bytes(), false)
 		}},
 		{"bootloader", ErrBootloader, func(t *testing.T, s *sim) {
-			s.src = newSource(t, "2", newRelease("2").bundle(t, sk), true)
+			s.src = newSource(t, "2", newRelease("2").Bundle(t, sk), true)
 			s.boot = func() error { return errors.New("EEPROM from 2021-04-29") }
 		}},
 	}
@@ -305,9 +306,9 @@ func TestRefusals(t *testing.T) {
 // TestResumeInPlace: after a power cut late in writing the slot, the next boot's download
 // takes the chunks already written from the slot itself and fetches far less.
 func TestResumeInPlace(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2")
-	b := rel.bundle(t, sk)
+	b := rel.Bundle(t, sk)
 
 	s := newSim(t, pk)
 	s.src = newSource(t, "2", b, true)
@@ -317,7 +318,7 @@ func TestResumeInPlace(t *testing.T) {
 
 	s = newSim(t, pk)
 	s.src = newSource(t, "2", b, true)
-	s.pw = &power{kind: "card", left: int64(len(rel.boot)+len(rel.system)) * 9 / 10}
+	s.pw = &power{kind: "card", left: int64(len(rel.Boot)+len(rel.System)) * 9 / 10}
 	slot, trial = s.powerOn()
 	s.agent(slot, trial, "2")
 	if !s.pw.isDead() {
@@ -373,10 +374,10 @@ func (s *stallReader) Close() error { return s.r.Close() }
 // TestDownloadCancel: a new target cancels the running download before its own starts, and
 // shutting down cancels the download; neither leaves a bootable half slot.
 func TestDownloadCancel(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	s := newSim(t, pk)
 	s.noDelta = true
-	src2 := stallingSource{newSource(t, "2", newRelease("2").bundle(t, sk), false), make(chan string)}
+	src2 := stallingSource{newSource(t, "2", newRelease("2").Bundle(t, sk), false), make(chan string)}
 	slot, _ := s.powerOn()
 	u := s.updater(slot.Name)
 	u.SetSource(src2)
@@ -390,7 +391,7 @@ func TestDownloadCancel(t *testing.T) {
 		t.Fatalf("while downloading: %+v", st)
 	}
 	// The fleet now wants release 3, which also stalls.
-	src3 := stallingSource{newSource(t, "3", newRelease("3").bundle(t, sk), false), src2.stalled}
+	src3 := stallingSource{newSource(t, "3", newRelease("3").Bundle(t, sk), false), src2.stalled}
 	u.SetSource(src3)
 	u.Desire("3")
 	u.Desire("3") // once

@@ -4,83 +4,18 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"io"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/edgeimg/edgeimg/hw"
 	"github.com/edgeimg/edgeimg/hw/filecard"
 	"github.com/edgeimg/edgeimg/hw/rpi4"
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
-const mib = 1 << 20
-
-// The synthetic card: partitions 1 (config), 2/3 (boot A/B), 5/6 (system A/B).
-var extents = map[int]filecard.Extent{
-	1: {Start: 1 * mib, Size: 1 * mib},
-	2: {Start: 2 * mib, Size: 1 * mib},
-	3: {Start: 3 * mib, Size: 1 * mib},
-	5: {Start: 4 * mib, Size: 4 * mib},
-	6: {Start: 8 * mib, Size: 4 * mib},
-}
-
-const (
-	cmdA = "console=tty1 root=PARTUUID=0badcafe-05 rootfstype=ext4 ro rootwait panic=10\n"
-	cmdB = "console=tty1 root=PARTUUID=0badcafe-06 rootfstype=ext4 ro rootwait panic=10\n"
-)
-
-// fakeFAT returns a boot partition image: a FAT-looking boot sector and slot A's cmdline.txt
-// at cmdOff.
-func fakeFAT(seed uint64, size, cmdOff int) []byte {
-	b := make([]byte, size)
-	r := rand.New(rand.NewPCG(seed, 1))
-	for i := 512; i < size; i++ {
-		b[i] = byte(r.Uint32())
-	}
-	copy(b[3:], "mkfs.fat")
-	copy(b[82:], "FAT32   ")
-	b[510], b[511] = 0x55, 0xaa
-	copy(b[cmdOff:], cmdA)
-	return b
-}
-
-func randBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 2))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-// newCard writes a card image: autoboot.txt booting slot A, slot A's boot and system
-// partitions filled, slot B empty; and powers it on.
-func newCard(t *testing.T) *filecard.Card {
-	t.Helper()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "card.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	must(t, f.Truncate(12*mib))
-	_, err = f.WriteAt(rpi4.Autoboot(2, 3), extents[1].Start+8*512)
-	must(t, err)
-	_, err = f.WriteAt(fakeFAT(1, 200<<10, 70000), extents[2].Start)
-	must(t, err)
-	_, err = f.WriteAt(randBytes(2, 3*mib), extents[5].Start)
-	must(t, err)
-	c, err := filecard.New(img, extents, filepath.Join(dir, "state"))
-	must(t, err)
-	return c
-}
+const mib = otatest.MiB
 
 func must(t testing.TB, err error) {
 	t.Helper()
@@ -98,98 +33,39 @@ func target(c *filecard.Card, keys bundle.Keyring, version string) Target {
 	}
 }
 
-type detRand byte
-
-func (d *detRand) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte(*d)
-		*d++
+// newRelease is release version: a boot part with slot A's cmdline.txt at cmdOff and a
+// system part, both from seed.
+func newRelease(version string, seed uint64, cmdOff int) otatest.Release {
+	return otatest.Release{
+		Manifest: otatest.Manifest(version),
+		Boot:     otatest.FakeFAT(seed, 150<<10, cmdOff), CmdOff: cmdOff, System: otatest.RandBytes(seed, 2*mib+12345),
 	}
-	return len(b), nil
-}
-
-func key(t testing.TB, seed byte) (ed25519.PrivateKey, ed25519.PublicKey) {
-	r := detRand(seed)
-	priv, pub, err := bundle.GenerateKey(&r)
-	must(t, err)
-	sk, err := bundle.ParsePrivateKey(priv)
-	must(t, err)
-	pk, err := bundle.ParsePublicKey(pub)
-	must(t, err)
-	return sk, pk
-}
-
-func source(name string, b []byte) bundle.Source {
-	return bundle.Source{Name: name, Size: int64(len(b)), Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }}
-}
-
-type release struct {
-	m      bundle.Manifest
-	boot   []byte
-	cmdOff int
-	system []byte
-}
-
-func newRelease(version string, seed uint64, cmdOff int) release {
-	return release{
-		m:    bundle.Manifest{Name: "demo", Version: version, Board: "rpi4", LayoutVersion: 1, MinVersion: "0"},
-		boot: fakeFAT(seed, 150<<10, cmdOff), cmdOff: cmdOff, system: randBytes(seed, 2*mib+12345),
-	}
-}
-
-func (r release) bundle(t testing.TB, sk ed25519.PrivateKey) []byte {
-	bs := source(bundle.PartBoot, r.boot)
-	bs.Patch = &bundle.Patch{Offset: int64(r.cmdOff), From: "a", Slots: map[string]string{"a": cmdA, "b": cmdB}}
-	var buf bytes.Buffer
-	_, err := bundle.Write(&buf, r.m, sk, []bundle.Source{bs, source(bundle.PartSystem, r.system)})
-	must(t, err)
-	return buf.Bytes()
-}
-
-func partSum(t testing.TB, c *filecard.Card, n int) [32]byte {
-	p, err := c.Partition(n)
-	must(t, err)
-	defer p.Close()
-	b := make([]byte, p.Size())
-	_, err = p.ReadAt(b, 0)
-	must(t, err)
-	return sha256.Sum256(b)
-}
-
-func partBytes(t testing.TB, c *filecard.Card, n, size int) []byte {
-	p, err := c.Partition(n)
-	must(t, err)
-	defer p.Close()
-	b := make([]byte, size)
-	_, err = p.ReadAt(b, 0)
-	must(t, err)
-	return b
 }
 
 func TestApply(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	// cmdline.txt beyond the held-back header, and inside it.
 	for _, cmdOff := range []int{100000, 1024} {
-		c := newCard(t)
+		c := otatest.NewCard(t)
 		rel := newRelease("2", 9, cmdOff)
-		activeBoot, activeSys := partSum(t, c, 2), partSum(t, c, 5)
+		activeBoot, activeSys := otatest.PartSum(t, c, 2), otatest.PartSum(t, c, 5)
 		autoboot, err := c.Autoboot()
 		must(t, err)
 
-		res, err := Apply(context.Background(), bytes.NewReader(rel.bundle(t, sk)), target(c, bundle.NewKeyring(pk), "1"))
+		res, err := Apply(context.Background(), bytes.NewReader(rel.Bundle(t, sk)), target(c, bundle.NewKeyring(pk), "1"))
 		must(t, err)
 		if res.Slot.Name != "b" || res.Manifest.Version != "2" || res.KeyID != bundle.KeyID(pk) {
 			t.Fatalf("result %+v", res)
 		}
-		if partSum(t, c, 2) != activeBoot || partSum(t, c, 5) != activeSys {
+		if otatest.PartSum(t, c, 2) != activeBoot || otatest.PartSum(t, c, 5) != activeSys {
 			t.Fatal("the active slot changed")
 		}
-		if got := partBytes(t, c, 6, len(rel.system)); !bytes.Equal(got, rel.system) {
+		if got := otatest.PartBytes(t, c, 6, len(rel.System)); !bytes.Equal(got, rel.System) {
 			t.Fatal("slot B's system partition differs from the bundle's system part")
 		}
-		wantBoot := bytes.Clone(rel.boot)
-		copy(wantBoot[cmdOff:], cmdB)
-		if got := partBytes(t, c, 3, len(rel.boot)); !bytes.Equal(got, wantBoot) {
+		wantBoot := bytes.Clone(rel.Boot)
+		copy(wantBoot[cmdOff:], otatest.CmdB)
+		if got := otatest.PartBytes(t, c, 3, len(rel.Boot)); !bytes.Equal(got, wantBoot) {
 			t.Fatal("slot B's boot partition differs from the boot part with slot B's cmdline.txt")
 		}
 		after, err := c.Autoboot()
@@ -218,11 +94,11 @@ func TestApply(t *testing.T) {
 		_, err = c.PowerOn()
 		must(t, err)
 		// During the trial, slot A is the fallback: no update may write it.
-		beforeA := partSum(t, c, 5)
-		if _, err := Apply(context.Background(), bytes.NewReader(newRelease("3", 10, cmdOff).bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2")); !errors.Is(err, ErrTrialBoot) {
+		beforeA := otatest.PartSum(t, c, 5)
+		if _, err := Apply(context.Background(), bytes.NewReader(newRelease("3", 10, cmdOff).Bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2")); !errors.Is(err, ErrTrialBoot) {
 			t.Fatalf("update during a trial boot: %v", err)
 		}
-		if partSum(t, c, 5) != beforeA {
+		if otatest.PartSum(t, c, 5) != beforeA {
 			t.Fatal("an update during the trial wrote the fallback slot")
 		}
 		must(t, sw.Commit(res.Slot))
@@ -236,10 +112,10 @@ func TestApply(t *testing.T) {
 		if trial, err := sw.IsTrial(); err != nil || trial {
 			t.Fatalf("after the commit IsTrial = %v, %v", trial, err)
 		}
-		if _, err := Apply(context.Background(), bytes.NewReader(newRelease("3", 10, cmdOff).bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2")); err != nil {
+		if _, err := Apply(context.Background(), bytes.NewReader(newRelease("3", 10, cmdOff).Bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2")); err != nil {
 			t.Fatalf("update after the commit, in the same boot: %v", err)
 		}
-		if partSum(t, c, 5) == beforeA {
+		if otatest.PartSum(t, c, 5) == beforeA {
 			t.Fatal("release 3 was not written to slot A")
 		}
 		must(t, sw.Commit(res.Slot)) // keep B the default for what follows
@@ -252,18 +128,18 @@ func TestApply(t *testing.T) {
 		}
 		// The next update goes to slot A with slot A's cmdline.txt.
 		rel3 := newRelease("3", 10, cmdOff)
-		res, err = Apply(context.Background(), bytes.NewReader(rel3.bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2"))
+		res, err = Apply(context.Background(), bytes.NewReader(rel3.Bundle(t, sk)), target(c, bundle.NewKeyring(pk), "2"))
 		must(t, err)
 		if res.Slot.Name != "a" {
 			t.Fatalf("second update went to %s", res.Slot.Name)
 		}
-		if got := partBytes(t, c, 5, len(rel3.system)); !bytes.Equal(got, rel3.system) {
+		if got := otatest.PartBytes(t, c, 5, len(rel3.System)); !bytes.Equal(got, rel3.System) {
 			t.Fatal("slot A's system partition differs from release 3's")
 		}
-		if got := partBytes(t, c, 2, len(rel3.boot)); !bytes.Equal(got, rel3.boot) {
+		if got := otatest.PartBytes(t, c, 2, len(rel3.Boot)); !bytes.Equal(got, rel3.Boot) {
 			t.Fatal("slot A's boot partition differs from release 3's boot part (slot A's cmdline)")
 		}
-		if got := partBytes(t, c, 6, len(rel.system)); !bytes.Equal(got, rel.system) {
+		if got := otatest.PartBytes(t, c, 6, len(rel.System)); !bytes.Equal(got, rel.System) {
 			t.Fatal("the update to slot A touched slot B, the active one")
 		}
 	}
@@ -292,15 +168,15 @@ func retar(t testing.TB, b []byte, f func(name string, data []byte) []byte) []by
 }
 
 func TestBadBundles(t *testing.T) {
-	sk, pk := key(t, 1)
-	foreign, _ := key(t, 99)
+	sk, pk := otatest.Key(t, 1)
+	foreign, _ := otatest.Key(t, 99)
 	keys := bundle.NewKeyring(pk)
 	good := newRelease("2", 9, 100000)
-	g := good.bundle(t, sk)
-	with := func(edit func(r *release)) []byte {
+	g := good.Bundle(t, sk)
+	with := func(edit func(r *otatest.Release)) []byte {
 		r := good
 		edit(&r)
-		return r.bundle(t, sk)
+		return r.Bundle(t, sk)
 	}
 	type tc struct {
 		name      string
@@ -315,7 +191,7 @@ func TestBadBundles(t *testing.T) {
 			}
 			return d
 		}), "1", bundle.ErrBadSignature},
-		{"unknown key", good.bundle(t, foreign), "1", bundle.ErrUnknownKey},
+		{"unknown key", good.Bundle(t, foreign), "1", bundle.ErrUnknownKey},
 		{"truncated in the system part", g[:len(g)-mib], "1", bundle.ErrTruncated},
 		{"truncated in the boot part", g[:100000], "1", bundle.ErrTruncated},
 		{"system hash mismatch", retar(t, g, func(n string, d []byte) []byte {
@@ -332,12 +208,12 @@ func TestBadBundles(t *testing.T) {
 			}
 			return d
 		}), "1", bundle.ErrHashMismatch},
-		{"wrong board", with(func(r *release) { r.m.Board = "rpi5" }), "1", bundle.ErrWrongBoard},
-		{"layout", with(func(r *release) { r.m.LayoutVersion = 2 }), "1", bundle.ErrLayout},
-		{"downgrade", with(func(r *release) { r.m.Version = "1.9" }), "2", bundle.ErrDowngrade},
+		{"wrong board", with(func(r *otatest.Release) { r.Manifest.Board = "rpi5" }), "1", bundle.ErrWrongBoard},
+		{"layout", with(func(r *otatest.Release) { r.Manifest.LayoutVersion = 2 }), "1", bundle.ErrLayout},
+		{"downgrade", with(func(r *otatest.Release) { r.Manifest.Version = "1.9" }), "2", bundle.ErrDowngrade},
 		{"same version", g, "2", bundle.ErrDowngrade},
-		{"min version", with(func(r *release) { r.m.MinVersion = "1.5" }), "1.4.9", bundle.ErrMinVersion},
-		{"bigger than the slot", with(func(r *release) { r.system = randBytes(3, 4*mib+1) }), "1", bundle.ErrTooBig},
+		{"min version", with(func(r *otatest.Release) { r.Manifest.MinVersion = "1.5" }), "1.4.9", bundle.ErrMinVersion},
+		{"bigger than the slot", with(func(r *otatest.Release) { r.System = otatest.RandBytes(3, 4*mib+1) }), "1", bundle.ErrTooBig},
 		{"manifest lies about sizes", retar(t, g, func(n string, d []byte) []byte {
 			if n == bundle.PartSystem {
 				return d[:len(d)-4096]
@@ -347,10 +223,10 @@ func TestBadBundles(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			card := newCard(t)
+			card := otatest.NewCard(t)
 			// Slot B holds an older good release: a rejected update must not leave it
 			// marked bootable for a trial either.
-			activeBoot, activeSys := partSum(t, card, 2), partSum(t, card, 5)
+			activeBoot, activeSys := otatest.PartSum(t, card, 2), otatest.PartSum(t, card, 5)
 			autoboot, err := card.Autoboot()
 			must(t, err)
 			_, err = Apply(context.Background(), bytes.NewReader(c.b), target(card, keys, c.installed))
@@ -362,7 +238,7 @@ func TestBadBundles(t *testing.T) {
 			if card.Bootable(hw.Slot{Name: "b", Boot: 3, System: 6}) {
 				t.Error("slot B is bootable after a rejected update")
 			}
-			if partSum(t, card, 2) != activeBoot || partSum(t, card, 5) != activeSys {
+			if otatest.PartSum(t, card, 2) != activeBoot || otatest.PartSum(t, card, 5) != activeSys {
 				t.Error("the active slot changed")
 			}
 			after, _ := card.Autoboot()
@@ -380,8 +256,8 @@ func TestBadBundles(t *testing.T) {
 		})
 	}
 	// A rollback release may go back.
-	card := newCard(t)
-	if _, err := Apply(context.Background(), bytes.NewReader(with(func(r *release) { r.m.Version = "1"; r.m.Rollback = true })), target(card, keys, "2")); err != nil {
+	card := otatest.NewCard(t)
+	if _, err := Apply(context.Background(), bytes.NewReader(with(func(r *otatest.Release) { r.Manifest.Version = "1"; r.Manifest.Rollback = true })), target(card, keys, "2")); err != nil {
 		t.Fatalf("rollback release: %v", err)
 	}
 }
@@ -389,14 +265,14 @@ func TestBadBundles(t *testing.T) {
 // A previously installed good slot B, then a bad update: the hash mismatch must leave B
 // unbootable (its boot sector is erased first and only written back once all parts verified).
 func TestHashMismatchUnmarksSlot(t *testing.T) {
-	sk, pk := key(t, 1)
-	card := newCard(t)
-	_, err := Apply(context.Background(), bytes.NewReader(newRelease("2", 9, 100000).bundle(t, sk)), target(card, bundle.NewKeyring(pk), "1"))
+	sk, pk := otatest.Key(t, 1)
+	card := otatest.NewCard(t)
+	_, err := Apply(context.Background(), bytes.NewReader(newRelease("2", 9, 100000).Bundle(t, sk)), target(card, bundle.NewKeyring(pk), "1"))
 	must(t, err)
 	if !card.Bootable(hw.Slot{Name: "b", Boot: 3, System: 6}) {
 		t.Fatal("slot B not bootable after a good update")
 	}
-	bad := retar(t, newRelease("3", 11, 100000).bundle(t, sk), func(n string, d []byte) []byte {
+	bad := retar(t, newRelease("3", 11, 100000).Bundle(t, sk), func(n string, d []byte) []byte {
 		if n == bundle.PartSystem {
 			d = bytes.Clone(d)
 			d[5] ^= 1

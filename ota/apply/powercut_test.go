@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgeimg/edgeimg/hw/filecard"
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 var errPowerCut = errors.New("power cut")
@@ -37,13 +38,13 @@ func (p cutPartition) WriteAt(b []byte, off int64) (int, error) {
 // each, the card boots the old slot; a trial boot finds slot B unbootable unless the cut came
 // after every byte of it was written and verified; the active slot is unchanged.
 func TestApplyPowerCut(t *testing.T) {
-	sk, pk := key(t, 1)
+	sk, pk := otatest.Key(t, 1)
 	rel := newRelease("2", 9, 100000)
-	b := rel.bundle(t, sk)
-	total := int64(headerSize + len(rel.boot) + len(rel.system) + len(cmdB))
+	b := rel.Bundle(t, sk)
+	total := int64(headerSize + len(rel.Boot) + len(rel.System) + len(otatest.CmdB))
 	r := rand.New(rand.NewPCG(5, 5))
-	card := newCard(t)
-	activeBoot, activeSys := partSum(t, card, 2), partSum(t, card, 5)
+	card := otatest.NewCard(t)
+	activeBoot, activeSys := otatest.PartSum(t, card, 2), otatest.PartSum(t, card, 5)
 	for i := range 40 {
 		budget := r.Int64N(total + 1)
 		if i == 0 {
@@ -76,7 +77,7 @@ func TestApplyPowerCut(t *testing.T) {
 		s, err := card.PowerOn()
 		switch {
 		case err == nil && s.Name == "b":
-			if !bytes.Equal(partBytes(t, card, 6, len(rel.system)), rel.system) {
+			if !bytes.Equal(otatest.PartBytes(t, card, 6, len(rel.System)), rel.System) {
 				t.Fatalf("cut at %d: trial boots slot B with an incomplete system", budget)
 			}
 		case errors.Is(err, filecard.ErrNoBoot):
@@ -89,7 +90,7 @@ func TestApplyPowerCut(t *testing.T) {
 		if s, err := card.PowerOn(); err != nil || s.Name != "a" {
 			t.Fatalf("cut at %d: after the trial boots %v, %v", budget, s, err)
 		}
-		if partSum(t, card, 2) != activeBoot || partSum(t, card, 5) != activeSys {
+		if otatest.PartSum(t, card, 2) != activeBoot || otatest.PartSum(t, card, 5) != activeSys {
 			t.Fatalf("cut at %d: the active slot changed", budget)
 		}
 	}
