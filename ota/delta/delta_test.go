@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/edgeimg/edgeimg/ota/bundle"
+	"github.com/edgeimg/edgeimg/ota/otatest"
 )
 
 const mib = 1 << 20
@@ -28,35 +28,9 @@ func must(t testing.TB, err error) {
 	}
 }
 
-func randBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 2))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 func sum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-const (
-	cmdA = "console=tty1 root=PARTUUID=0badcafe-05 rootfstype=ext4 ro rootwait panic=10\n"
-	cmdB = "console=tty1 root=PARTUUID=0badcafe-06 rootfstype=ext4 ro rootwait panic=10\n"
-)
-
-// fakeFAT returns a boot partition image that hw/filecard takes for a FAT boot sector, with
-// slot A's cmdline.txt at cmdOff.
-func fakeFAT(seed uint64, size, cmdOff int) []byte {
-	b := randBytes(seed, size)
-	clear(b[:512])
-	copy(b[3:], "mkfs.fat")
-	copy(b[82:], "FAT32   ")
-	b[510], b[511] = 0x55, 0xaa
-	copy(b[cmdOff:], cmdA)
-	return b
 }
 
 // edit returns b with n bytes at off replaced by m new bytes (seed): the data after it moves.
@@ -66,26 +40,18 @@ func edit(b []byte, off, n, m int, seed uint64) []byte {
 	return append(out, b[off+n:]...)
 }
 
-type detRand byte
+// The fixture shared with the other OTA tests.
+var (
+	randBytes = otatest.RandBytes
+	fakeFAT   = otatest.FakeFAT
+)
 
-func (d *detRand) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte(*d)
-		*d++
-	}
-	return len(b), nil
-}
+const (
+	cmdA = otatest.CmdA
+	cmdB = otatest.CmdB
+)
 
-func key(t testing.TB) (ed25519.PrivateKey, ed25519.PublicKey) {
-	r := detRand(1)
-	priv, pub, err := bundle.GenerateKey(&r)
-	must(t, err)
-	sk, err := bundle.ParsePrivateKey(priv)
-	must(t, err)
-	pk, err := bundle.ParsePublicKey(pub)
-	must(t, err)
-	return sk, pk
-}
+func key(t testing.TB) (ed25519.PrivateKey, ed25519.PublicKey) { return otatest.Key(t, 1) }
 
 // release is a signed release as the fleet stores it: the full bundle, its manifest and
 // signature, and each part's bytes and index.
