@@ -53,8 +53,15 @@ func TestStandIn(t *testing.T) {
 	ln.Close()
 	cmd := exec.Command(bin, "server")
 	cmd.Env = append(os.Environ(), "K3S_STANDIN_ROOT="+root, "K3S_STANDIN_LISTEN="+addr, "NOTIFY_SOCKET=")
-	var log strings.Builder
-	cmd.Stderr = &log
+	// The child writes its log straight into a file: once the kubeconfig exists, the banner
+	// printed before it is in the file too (a pipe would be copied by a goroutine, later).
+	logFile, err := os.Create(filepath.Join(dir, "standin.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stderr = logFile
+	log := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +74,16 @@ func TestStandIn(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no kubeconfig after 20 s:\n%s", log.String())
+			t.Fatalf("no kubeconfig after 20 s:\n%s", log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(log.String(), "THIS IS NOT K3S") {
-		t.Errorf("the stand-in does not say what it is: %q", log.String())
+	if !strings.Contains(log(), "THIS IS NOT K3S") {
+		t.Errorf("the stand-in does not say what it is: %q", log())
 	}
 	ready, notReady, err := heartbeat.Kube{Kubeconfig: kc, Node: "e2e-node"}.Status(context.Background())
 	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
+		t.Fatalf("%v\n%s", err, log())
 	}
 	if !ready || len(notReady) != 0 {
 		t.Errorf("node ready %v, not ready pods %v", ready, notReady)
