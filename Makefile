@@ -53,6 +53,7 @@ e2e:
 # base between runs; EDGEIMG_BENCH_PROFILE=DIR writes CPU profiles of the builds there.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./builder/ ./builder/ext4img/ ./builder/base/ ./builder/payload/ ./ota/delta/
+	$(GO) test -run '^$$' -bench Heartbeat -benchtime 20000x -timeout 30m ./fleet/store/
 
 clean:
 	rm -rf $(BIN) build out

@@ -120,6 +120,9 @@ func NewServer(st store.Store, ca *pki.CA, opts ...Option) *Server {
 	}
 	s.reg.MustRegister(s.m.enrollments, s.m.heartbeats, s.m.requests, devicesCollector{st}, rolloutCollector{s},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	if bs, ok := st.(batchStatser); ok {
+		s.reg.MustRegister(batchCollector{bs})
+	}
 
 	s.mux.HandleFunc("POST "+api.PathEnroll, s.enroll)
 	s.mux.HandleFunc("POST "+api.PathRenew, s.renew)
@@ -334,14 +337,14 @@ func (s *Server) heartbeatCode(w http.ResponseWriter, r *http.Request) string {
 	if err != nil {
 		return s.fail(w, r, err)
 	}
-	dev, err := s.store.Heartbeat(r.Context(), id, keySum, *hb, s.o.now())
+	desired, err := s.store.Heartbeat(r.Context(), id, keySum, *hb, s.o.now())
 	if errors.Is(err, store.ErrNotFound) {
 		err = api.Errorf(http.StatusForbidden, "unknown_device", "device %s is not enrolled", id)
 	}
 	if err != nil {
 		return s.fail(w, r, err)
 	}
-	writeJSON(w, http.StatusOK, api.HeartbeatResponse{Desired: api.Desired{Version: dev.DesiredVer, Role: dev.Role, Reset: dev.State == api.StateReset}})
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{Desired: desired})
 	return "ok"
 }
 
@@ -537,4 +540,24 @@ func (c devicesCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range []string{api.StateActive, api.StateReset, api.StateRevoked} {
 		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(counts[st]), st)
 	}
+}
+
+// batchStatser is a store that group-commits heartbeats (store.SQL).
+type batchStatser interface{ BatchStats() store.BatchStats }
+
+// batchCollector reports the heartbeats' group commit: the mean batch size is
+// rate(edgeimg_fleet_heartbeats_batched_total) / rate(edgeimg_fleet_heartbeat_batches_total).
+type batchCollector struct{ st batchStatser }
+
+var (
+	batchesDesc = prometheus.NewDesc("edgeimg_fleet_heartbeat_batches_total", "Transactions that wrote heartbeats (group commit).", nil, nil)
+	batchedDesc = prometheus.NewDesc("edgeimg_fleet_heartbeats_batched_total", "Heartbeats written by those transactions.", nil, nil)
+)
+
+func (batchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- batchesDesc; ch <- batchedDesc }
+
+func (c batchCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.st.BatchStats()
+	ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.CounterValue, float64(st.Batches))
+	ch <- prometheus.MustNewConstMetric(batchedDesc, prometheus.CounterValue, float64(st.Heartbeats))
 }

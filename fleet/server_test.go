@@ -219,7 +219,9 @@ func TestEnrollHeartbeatRevoke(t *testing.T) {
 		metrics := get(t, http.DefaultClient, e.srv, "/metrics")
 		for _, want := range []string{`edgeimg_fleet_enrollments_total{result="ok"} 1`, `edgeimg_fleet_enrollments_total{result="revoked"} 2`,
 			`edgeimg_fleet_heartbeats_total{result="ok"} 3`, `edgeimg_fleet_heartbeats_total{result="revoked"} 1`,
-			`edgeimg_fleet_devices{state="revoked"} 1`, `edgeimg_fleet_devices{state="active"} 0`, `edgeimg_fleet_http_request_duration_seconds_count{route="POST /v1/heartbeat"} 4`} {
+			`edgeimg_fleet_devices{state="revoked"} 1`, `edgeimg_fleet_devices{state="active"} 0`, `edgeimg_fleet_http_request_duration_seconds_count{route="POST /v1/heartbeat"} 4`,
+			// One after another: each heartbeat its own batch.
+			`edgeimg_fleet_heartbeat_batches_total 4`, `edgeimg_fleet_heartbeats_batched_total 4`} {
 			if !strings.Contains(metrics, want+"\n") {
 				t.Errorf("/metrics has no %q", want)
 			}

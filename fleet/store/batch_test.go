@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/fleet/store"
@@ -53,7 +54,7 @@ func TestHeartbeatBatches(t *testing.T) {
 						}
 					case err != nil:
 						t.Errorf("%s: %v", id, err)
-					case d.ID != id || d.Labels["own"] != "x" || d.LastHeartbeat == nil || d.LastHeartbeat.UptimeSeconds != int64(n) || d.Version != "v2":
+					case d.Role.Kind != api.RoleServer || d.Reset || d.Version != "":
 						t.Errorf("%s: answered %+v", id, d)
 					default:
 						mu.Lock()
@@ -72,6 +73,13 @@ func TestHeartbeatBatches(t *testing.T) {
 			hbs, err := s.Heartbeats(ctx, id, store.HeartbeatHistory)
 			if err != nil || len(hbs) != ok[id] || (i > 0 && ok[id] != 40) {
 				t.Errorf("%s: %d heartbeats stored, %d acknowledged: %v", id, len(hbs), ok[id], err)
+			}
+			if i == 0 {
+				continue
+			}
+			d, err := s.Device(ctx, id)
+			if err != nil || d.Version != "v2" || d.LastHeartbeat == nil || d.LastHeartbeat.MemTotal != 1 || d.Labels["own"] != "x" {
+				t.Errorf("%s after its heartbeats: %+v, %v", id, d, err)
 			}
 		}
 	})
@@ -153,4 +161,49 @@ func TestHeartbeatKill9(t *testing.T) {
 			t.Errorf("dev-%d: heartbeat %d was acknowledged, the store has %+v (%v)", g, n, d.LastHeartbeat, err)
 		}
 	}
+}
+
+// TestHeartbeatPacing sends heartbeats from many goroutines at once: under load a batch
+// starts at most once per store.MinCommitGap, so the heartbeats share transactions instead
+// of each paying for its own commit.
+func TestHeartbeatPacing(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s store.Store) {
+		sql := s.(*store.SQL)
+		const devices, senders, each = 64, 64, 30
+		mkToken(t, s, "tok", devices, 1<<40, nil)
+		for i := range devices {
+			if _, err := s.Enroll(ctx, enr("dev-"+strconv.Itoa(i), "tok", "key-"+strconv.Itoa(i), t0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := sql.BatchStats()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for g := range senders {
+			wg.Go(func() {
+				for range each {
+					if _, err := s.Heartbeat(ctx, "dev-"+strconv.Itoa(g), "key-"+strconv.Itoa(g), api.Heartbeat{Version: "v1"}, t0); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		after := sql.BatchStats()
+		batches, hbs := after.Batches-before.Batches, after.Heartbeats-before.Heartbeats
+		// Under load a batch starts at most once per gap (the first two may come sooner).
+		limit := uint64(elapsed/store.MinCommitGap) + 2
+		t.Logf("%d heartbeats in %d batches in %s (at most %d)", hbs, batches, elapsed, limit)
+		if hbs != senders*each {
+			t.Errorf("%d heartbeats batched, want %d", hbs, senders*each)
+		}
+		if batches > limit {
+			t.Errorf("%d batches in %s: more than one per %s (%d)", batches, elapsed, store.MinCommitGap, limit)
+		}
+		if batches*2 > hbs {
+			t.Errorf("%d heartbeats from %d senders in %d batches: they did not share transactions", hbs, senders, batches)
+		}
+	})
 }

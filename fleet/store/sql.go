@@ -636,7 +636,7 @@ func matches(labels, want map[string]string) bool {
 }
 
 // Heartbeat implements Store. Heartbeats are written by group commit (see batch.go).
-func (s *SQL) Heartbeat(ctx context.Context, id, keySHA256 string, hb api.Heartbeat, at time.Time) (api.Device, error) {
+func (s *SQL) Heartbeat(ctx context.Context, id, keySHA256 string, hb api.Heartbeat, at time.Time) (api.Desired, error) {
 	return s.hb.do(ctx, id, keySHA256, hb, at)
 }
 

@@ -86,8 +86,9 @@ type Store interface {
 	// Devices lists devices by ID.
 	Devices(ctx context.Context, f DeviceFilter) ([]api.Device, error)
 	// Heartbeat records a heartbeat of a non-revoked device whose key is keySHA256 and returns
-	// the device (ErrRevoked, ErrKeyMismatch, ErrNotFound).
-	Heartbeat(ctx context.Context, id, keySHA256 string, hb api.Heartbeat, at time.Time) (api.Device, error)
+	// the device's desired state, the heartbeat's answer (ErrRevoked, ErrKeyMismatch,
+	// ErrNotFound).
+	Heartbeat(ctx context.Context, id, keySHA256 string, hb api.Heartbeat, at time.Time) (api.Desired, error)
 	// Heartbeats returns up to limit recent heartbeats of a device, newest first.
 	Heartbeats(ctx context.Context, id string, limit int) ([]api.HeartbeatRecord, error)
 	// Events returns up to limit recent events of a device, newest first.

@@ -115,12 +115,17 @@ func TestResetRevokeHeartbeat(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range store.HeartbeatHistory + 6 {
-			d, err := s.Heartbeat(ctx, "d1", "k1", api.Heartbeat{Version: "v" + strconv.Itoa(i), Slot: "b", UptimeSeconds: int64(i), MemTotal: 4}, t0.Add(time.Duration(i)*time.Second))
+			at := t0.Add(time.Duration(i) * time.Second)
+			desired, err := s.Heartbeat(ctx, "d1", "k1", api.Heartbeat{Version: "v" + strconv.Itoa(i), Slot: "b", UptimeSeconds: int64(i), MemTotal: 4}, at)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Version != "v"+strconv.Itoa(i) || d.LastHeartbeat.UptimeSeconds != int64(i) {
-				t.Fatalf("device after heartbeat %d: %+v", i, d)
+			if desired != (api.Desired{Role: api.Role{Kind: api.RoleServer}}) {
+				t.Fatalf("answer to heartbeat %d: %+v", i, desired)
+			}
+			d, err := s.Device(ctx, "d1")
+			if err != nil || d.Version != "v"+strconv.Itoa(i) || d.Slot != "b" || !d.LastSeen.Equal(at) || d.LastHeartbeat.UptimeSeconds != int64(i) {
+				t.Fatalf("device after heartbeat %d: %+v, %v", i, d, err)
 			}
 		}
 		hbs, err := s.Heartbeats(ctx, "d1", 1000)
