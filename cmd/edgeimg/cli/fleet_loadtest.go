@@ -32,8 +32,9 @@ database --db (default: a new SQLite file in a temporary directory); its memory 
 include the generator's. With --server (loopback addresses only), the server must run with
 --enroll-rate 0, and --admin-token and --ca (or ./admin-token, ./ca.pem) are used.
 
-The generator runs with GOGC=400 unless GOGC is set: its 10,000 connections make a large heap
-that the default collects too often for its latency figures to be the server's.`,
+The generator runs with GOGC=400 unless GOGC is set, and collects its garbage between phases:
+its 10,000 connections make a large heap, whose collection in the middle of a phase would
+stall the generator, and its latency figures would no longer be the server's.`,
 		Example: `  edgeimg fleet loadtest --devices 10000
   edgeimg fleet loadtest --db 'postgres://edgeimg:edgeimg@127.0.0.1:5432/fleet?sslmode=disable'
   edgeimg fleet serve --listen 127.0.0.1:8443 --enroll-rate 0 &
