@@ -22,31 +22,13 @@ import (
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/identity"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/k3s/k3stest"
 	"github.com/edgeimg/edgeimg/fleet"
 	"github.com/edgeimg/edgeimg/fleet/api"
 	"github.com/edgeimg/edgeimg/fleet/client"
 	"github.com/edgeimg/edgeimg/fleet/pki"
 	"github.com/edgeimg/edgeimg/fleet/store"
 )
-
-// recorder is a k3s.Runner that records the commands.
-type recorder struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (r *recorder) Run(_ context.Context, name string, args ...string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls = append(r.calls, name+" "+strings.Join(args, " "))
-	return nil
-}
-
-func (r *recorder) list() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.calls)
-}
 
 // logBuf is a slog handler target safe for concurrent use.
 type logBuf struct {
@@ -227,7 +209,7 @@ const id = "10000000c0ffee42"
 func TestEnrollAndHeartbeat(t *testing.T) {
 	f := newFleet(t)
 	p, card := newDevice(t, f, f.newToken(1, nil))
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	stop := runAgent(testConfig(p, card, r, &logs))
 	waitFor(t, "three heartbeats", func() bool { d := f.device(id); return d != nil && len(d.Heartbeats) >= 3 })
@@ -246,7 +228,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 			t.Errorf("K3s config has no %q:\n%s", want, cfg)
 		}
 	}
-	if calls := r.list(); !slices.Equal(calls, []string{"rfkill unblock wifi", "nmcli connection reload", "systemctl disable --now k3s-agent.service", "systemctl start k3s.service"}) {
+	if calls := r.Calls(); !slices.Equal(calls, []string{"rfkill unblock wifi", "nmcli connection reload", "systemctl disable --now k3s-agent.service", "systemctl start k3s.service"}) {
 		t.Errorf("runner calls %q", calls)
 	}
 	if card := read(t, filepath.Join(card, device.SettingsOnConfig)); strings.Contains(card, "edg_") || strings.Contains(card, "secretpass") {
@@ -281,12 +263,12 @@ func TestOfflineFirst(t *testing.T) {
 	tok := f.newToken(1, &api.Role{Kind: api.RoleAgent, ServerURL: "https://10.9.8.7:6443", Token: "K10join"})
 	f.stop()
 	p, card := newDevice(t, f, tok)
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	cfg := testConfig(p, card, r, &logs)
 	cfg.FirstAttempt = 100 * time.Millisecond
 	stop := runAgent(cfg)
-	waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.list(), "systemctl start k3s.service") })
+	waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.Calls(), "systemctl start k3s.service") })
 	if a, _ := k3s.LoadApplied(p); a == nil || !a.Provisional || a.Role.Kind != api.RoleServer {
 		t.Errorf("applied %+v", a)
 	}
@@ -328,7 +310,7 @@ func TestOfflineFirst(t *testing.T) {
 			t.Errorf("the reset removed %s", kept)
 		}
 	}
-	calls := strings.Join(r.list(), "\n")
+	calls := strings.Join(r.Calls(), "\n")
 	for _, want := range []string{"systemctl stop k3s.service k3s-agent.service", "systemctl disable --now k3s.service", "systemctl start k3s-agent.service"} {
 		if !strings.Contains(calls, want) {
 			t.Errorf("runner calls have no %q:\n%s", want, calls)
@@ -368,7 +350,7 @@ func TestKillMidEnrollment(t *testing.T) {
 	f.wrap = func(s store.Store) store.Store { return abortingStore{Store: s, aborts: &aborts} }
 	f.start()
 	p, card := newDevice(t, f, tok)
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	cfg := testConfig(p, card, r, &logs)
 	crashes := 1
@@ -430,7 +412,7 @@ func mustKey(t *testing.T, p device.Paths) []byte {
 func TestClockBehind(t *testing.T) {
 	f := newFleet(t)
 	p, card := newDevice(t, f, f.newToken(1, nil))
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	cfg := testConfig(p, card, r, &logs)
 	cfg.Now = func() time.Time { return time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC) } // a Pi booted without network
@@ -441,7 +423,7 @@ func TestClockBehind(t *testing.T) {
 	if d := f.device(id); d != nil {
 		t.Fatal("enrolled with a clock in the past")
 	}
-	if !slices.Contains(r.list(), "systemctl start k3s.service") {
+	if !slices.Contains(r.Calls(), "systemctl start k3s.service") {
 		t.Error("K3s did not start standalone")
 	}
 	// The image's build epoch, after the fleet's CA was made.
@@ -458,7 +440,7 @@ func TestNoToken(t *testing.T) {
 	p, card := newDevice(t, f, "")
 	os.WriteFile(filepath.Join(card, device.SettingsOnConfig), []byte("hostname: truck-42\n"), 0o644)
 	var logs logBuf
-	stop := runAgent(testConfig(p, card, &recorder{}, &logs))
+	stop := runAgent(testConfig(p, card, &k3stest.Recorder{}, &logs))
 	waitFor(t, "the message", func() bool {
 		return strings.Contains(logs.String(), "no enrollment token: write one into edgeimg/device.yaml")
 	})

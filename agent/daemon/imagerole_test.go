@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/k3s/k3stest"
 	"github.com/edgeimg/edgeimg/fleet/api"
 )
 
@@ -32,12 +33,12 @@ func TestImageRoleAgentStandalone(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Dir(p.Path(device.DeviceTreeSerial)), 0o755))
 	must(t, os.WriteFile(p.Path(device.DeviceTreeSerial), []byte(id+"\x00"), 0o644))
 	agentImage(t, p)
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	stop := runAgent(testConfig(p, card, r, &logs))
-	waitFor(t, "the K3s agent", func() bool { return slices.Contains(r.list(), "systemctl start "+k3s.AgentUnit) })
+	waitFor(t, "the K3s agent", func() bool { return slices.Contains(r.Calls(), "systemctl start "+k3s.AgentUnit) })
 	must(t, stop())
-	if calls := r.list(); !slices.Equal(calls, []string{"systemctl disable --now " + k3s.ServerUnit, "systemctl start " + k3s.AgentUnit}) {
+	if calls := r.Calls(); !slices.Equal(calls, []string{"systemctl disable --now " + k3s.ServerUnit, "systemctl start " + k3s.AgentUnit}) {
 		t.Errorf("runner calls %q", calls)
 	}
 	a, err := k3s.LoadApplied(p)
@@ -59,13 +60,13 @@ func TestImageRoleAgentBroken(t *testing.T) {
 	must(t, os.WriteFile(p.Path(device.DeviceTreeSerial), []byte(id+"\x00"), 0o644))
 	agentImage(t, p)
 	must(t, os.WriteFile(p.Path(device.K3sImageConfig), []byte("token: K10image\n"), 0o600))
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	err := Run(context.Background(), testConfig(p, t.TempDir(), r, &logs))
 	if err == nil || !strings.Contains(err.Error(), "the image's role is agent but") || !strings.Contains(err.Error(), "etc/rancher/k3s/config.yaml has no https server") {
 		t.Errorf("Run: %v", err)
 	}
-	if calls := r.list(); len(calls) != 0 {
+	if calls := r.Calls(); len(calls) != 0 {
 		t.Errorf("runner calls %q", calls)
 	}
 }
@@ -79,16 +80,16 @@ func TestImageRoleAgentOffline(t *testing.T) {
 	f.stop()
 	p, card := newDevice(t, f, tok)
 	agentImage(t, p)
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	cfg := testConfig(p, card, r, &logs)
 	cfg.FirstAttempt = 100 * time.Millisecond
 	stop := runAgent(cfg)
-	waitFor(t, "the provisional K3s agent", func() bool { return slices.Contains(r.list(), "systemctl start "+k3s.AgentUnit) })
+	waitFor(t, "the provisional K3s agent", func() bool { return slices.Contains(r.Calls(), "systemctl start "+k3s.AgentUnit) })
 	if a, _ := k3s.LoadApplied(p); a == nil || !a.Provisional || a.Role.Kind != api.RoleAgent {
 		t.Errorf("applied %+v", a)
 	}
-	if slices.Contains(r.list(), "systemctl start "+k3s.ServerUnit) {
+	if slices.Contains(r.Calls(), "systemctl start "+k3s.ServerUnit) {
 		t.Error("the K3s server started before the fleet said so")
 	}
 	f.start()
@@ -101,7 +102,7 @@ func TestImageRoleAgentOffline(t *testing.T) {
 		return d != nil && d.Device.LastHeartbeat != nil && d.Device.LastHeartbeat.Role == api.RoleServer
 	})
 	must(t, stop())
-	calls := strings.Join(r.list(), "\n")
+	calls := strings.Join(r.Calls(), "\n")
 	if !strings.Contains(calls, "systemctl start k3s-agent.service\nsystemctl disable --now k3s-agent.service\nsystemctl restart k3s.service") {
 		t.Errorf("runner calls:\n%s", calls)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeimg/edgeimg/agent/device"
+	"github.com/edgeimg/edgeimg/agent/k3s/k3stest"
 	"github.com/edgeimg/edgeimg/agent/ota"
 	"github.com/edgeimg/edgeimg/fleet"
 	"github.com/edgeimg/edgeimg/fleet/api"
@@ -30,13 +31,13 @@ type otaEnv struct {
 	keys   bundle.Keyring
 	boot2  []byte
 	sys2   []byte
-	r      *recorder
+	r      *k3stest.Recorder
 	logs   logBuf
 }
 
 func newOTAEnv(t *testing.T) *otaEnv {
 	sk, pk := otatest.Key(t, 7)
-	e := &otaEnv{keys: bundle.NewKeyring(pk), r: &recorder{}}
+	e := &otaEnv{keys: bundle.NewKeyring(pk), r: &k3stest.Recorder{}}
 	e.f = newFleet(t, fleet.WithReleaseDir(t.TempDir()), fleet.WithTrustedKeys(e.keys))
 	e.p, e.cfgDir = newDevice(t, e.f, e.f.newToken(1, nil))
 
@@ -128,7 +129,7 @@ func TestOTA(t *testing.T) {
 	if ro.Committed != 1 || ro.Failed != 0 {
 		t.Fatalf("rollout %+v", ro)
 	}
-	if slices.Contains(e.r.list(), "reboot ") {
+	if slices.Contains(e.r.Calls(), "reboot ") {
 		t.Fatal("a plain reboot during a good update")
 	}
 }
@@ -146,7 +147,7 @@ func TestOTAFleetUnreachable(t *testing.T) {
 	cfg := e.config("2", "b")
 	cfg.OTA.HealthTimeout = 200 * time.Millisecond
 	stop := runAgent(cfg)
-	waitFor(t, "the plain reboot", func() bool { return slices.Contains(e.r.list(), "reboot ") })
+	waitFor(t, "the plain reboot", func() bool { return slices.Contains(e.r.Calls(), "reboot ") })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

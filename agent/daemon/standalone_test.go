@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/k3s/k3stest"
 )
 
 // TestStandalone: an image without a fleet (no fleet.json), or with broken fleet settings,
@@ -42,10 +43,10 @@ func TestStandalone(t *testing.T) {
 				must(t, os.MkdirAll(filepath.Dir(path), 0o755))
 				must(t, os.WriteFile(path, []byte(data), 0o644))
 			}
-			r := &recorder{}
+			r := &k3stest.Recorder{}
 			var logs logBuf
 			stop := runAgent(testConfig(p, card, r, &logs))
-			waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.list(), "systemctl start "+k3s.ServerUnit) })
+			waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.Calls(), "systemctl start "+k3s.ServerUnit) })
 			must(t, stop())
 			if !strings.Contains(logs.String(), c.log) {
 				t.Errorf("log lacks %q:\n%s", c.log, logs.String())
@@ -86,12 +87,12 @@ func TestNetworkApplied(t *testing.T) {
 	card := t.TempDir()
 	must(t, os.MkdirAll(filepath.Join(card, "edgeimg"), 0o755))
 	must(t, os.WriteFile(filepath.Join(card, device.SettingsOnConfig), []byte("wifi: {ssid: depot, psk: secretpass, country: DE}\n"), 0o644))
-	r := &recorder{}
+	r := &k3stest.Recorder{}
 	var logs logBuf
 	stop := runAgent(testConfig(p, card, r, &logs))
-	waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.list(), "systemctl start "+k3s.ServerUnit) })
+	waitFor(t, "standalone K3s", func() bool { return slices.Contains(r.Calls(), "systemctl start "+k3s.ServerUnit) })
 	must(t, stop())
-	calls := r.list()
+	calls := r.Calls()
 	if want := []string{"iw reg set DE", "rfkill unblock wifi", "nmcli connection reload"}; !slices.Equal(calls[:min(3, len(calls))], want) {
 		t.Errorf("runner calls %q, want them to start with %q", calls, want)
 	}

@@ -7,34 +7,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeimg/edgeimg/agent/daemon"
 	"github.com/edgeimg/edgeimg/agent/device"
 	"github.com/edgeimg/edgeimg/agent/k3s"
+	"github.com/edgeimg/edgeimg/agent/k3s/k3stest"
 	"github.com/edgeimg/edgeimg/fleet/api"
 )
-
-// unitRecorder is a k3s.Runner that records the commands instead of running them.
-type unitRecorder struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (r *unitRecorder) Run(_ context.Context, name string, args ...string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls = append(r.calls, name+" "+strings.Join(args, " "))
-	return nil
-}
-
-func (r *unitRecorder) list() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.calls)
-}
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -72,7 +53,7 @@ func TestFleetDeviceRoleWithAgent(t *testing.T) {
 		must(t, os.MkdirAll(filepath.Dir(path), 0o755))
 		must(t, os.WriteFile(path, []byte(data), 0o644))
 	}
-	r := &unitRecorder{}
+	r := &k3stest.Recorder{}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -87,7 +68,7 @@ func TestFleetDeviceRoleWithAgent(t *testing.T) {
 	}()
 	waitUntil(t, "the enrolled server", func() bool {
 		a, _ := k3s.LoadApplied(p)
-		return a != nil && !a.Provisional && a.Role.Kind == api.RoleServer && slices.Contains(r.list(), "systemctl start k3s.service")
+		return a != nil && !a.Provisional && a.Role.Kind == api.RoleServer && slices.Contains(r.Calls(), "systemctl start k3s.service")
 	})
 	// K3s ran as a server: it has state.
 	must(t, os.MkdirAll(p.Path(device.K3sDataDir+"/server/db"), 0o755))
@@ -119,7 +100,7 @@ func TestFleetDeviceRoleWithAgent(t *testing.T) {
 	}
 	waitUntil(t, "the agent role", func() bool {
 		a, _ := k3s.LoadApplied(p)
-		return a != nil && a.Role.Kind == api.RoleAgent && slices.Contains(r.list(), "systemctl start k3s-agent.service")
+		return a != nil && a.Role.Kind == api.RoleAgent && slices.Contains(r.Calls(), "systemctl start k3s-agent.service")
 	})
 	waitUntil(t, "a heartbeat as an agent", func() bool {
 		d := showDevice(t, dev).Device
@@ -132,7 +113,7 @@ func TestFleetDeviceRoleWithAgent(t *testing.T) {
 	if err != nil || !strings.Contains(string(cfg), `server: "https://10.0.0.5:6443"`) || !strings.Contains(string(cfg), `token: "K10join"`) {
 		t.Errorf("agent config: %q %v", cfg, err)
 	}
-	calls := strings.Join(r.list(), "\n")
+	calls := strings.Join(r.Calls(), "\n")
 	if !strings.Contains(calls, "systemctl stop k3s.service k3s-agent.service\nsystemctl disable --now k3s.service\nsystemctl start k3s-agent.service") {
 		t.Errorf("runner calls:\n%s", calls)
 	}
