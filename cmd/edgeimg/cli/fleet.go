@@ -83,6 +83,26 @@ func firstOf(s ...string) string {
 }
 
 // NewCmdFleet returns `edgeimg fleet` and its subcommands.
+// adminCall calls the fleet's admin API (the server and credential of the fleet flags) and
+// prints what it returns: as JSON with --json, else as text.
+func adminCall[T any](c *cobra.Command, f *fleetGlobals, asJSON bool, call func(context.Context, *client.Admin) (T, error), text func(io.Writer, T) error) error {
+	a, err := f.admin()
+	if err != nil {
+		return err
+	}
+	v, err := call(c.Context(), a)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(c.OutOrStdout(), v)
+	}
+	return text(c.OutOrStdout(), v)
+}
+
+// jsonFlag adds --json to c.
+func jsonFlag(c *cobra.Command, asJSON *bool) { c.Flags().BoolVar(asJSON, "json", false, "print JSON") }
+
 func NewCmdFleet(g *globals) *cobra.Command {
 	f := &fleetGlobals{globals: g}
 	c := &cobra.Command{
@@ -287,20 +307,14 @@ func newCmdTokenCreate(f *fleetGlobals) *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return UsageError{err}
 			}
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			tok, err := a.CreateToken(c.Context(), req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), tok)
-			}
-			_, err = fmt.Fprintf(c.OutOrStdout(), "%s\n", tok.Token)
-			fmt.Fprintf(c.ErrOrStderr(), "token %s: %d uses until %s; put it in edgeimg/device.yaml (token:) or use edgeimg personalize --token\n", tok.Info.ID, tok.Info.Uses, tok.Info.ExpiresAt.Format(time.RFC3339))
-			return err
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.TokenCreateResponse, error) {
+				return a.CreateToken(ctx, req)
+			},
+				func(w io.Writer, tok *api.TokenCreateResponse) error {
+					_, err := fmt.Fprintf(w, "%s\n", tok.Token)
+					fmt.Fprintf(c.ErrOrStderr(), "token %s: %d uses until %s; put it in edgeimg/device.yaml (token:) or use edgeimg personalize --token\n", tok.Info.ID, tok.Info.Uses, tok.Info.ExpiresAt.Format(time.RFC3339))
+					return err
+				})
 		},
 	}
 	c.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
@@ -309,7 +323,7 @@ func newCmdTokenCreate(f *fleetGlobals) *cobra.Command {
 	c.Flags().StringVar(&role, "role", "server", "K3s role of the devices: server (standalone) or agent")
 	c.Flags().StringVar(&joinURL, "join-url", "", "for --role agent: the K3s server to join, https://HOST:6443")
 	c.Flags().StringVar(&joinToken, "join-token", "", "for --role agent: the K3s join token")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -320,27 +334,18 @@ func newCmdTokenList(f *fleetGlobals) *cobra.Command {
 		Short: "List enrollment tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			toks, err := a.Tokens(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), toks)
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tUSES LEFT\tEXPIRES\tROLE\tLABELS")
-			now := time.Now()
-			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", t.ID, tokenState(t, now), t.UsesLeft, t.Uses, t.ExpiresAt.Format(time.RFC3339), t.Role, labelString(t.Labels))
-			}
-			return tw.Flush()
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) ([]api.TokenInfo, error) { return a.Tokens(ctx) }, func(w io.Writer, toks []api.TokenInfo) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATE\tUSES LEFT\tEXPIRES\tROLE\tLABELS")
+				now := time.Now()
+				for _, t := range toks {
+					fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", t.ID, tokenState(t, now), t.UsesLeft, t.Uses, t.ExpiresAt.Format(time.RFC3339), t.Role, labelString(t.Labels))
+				}
+				return tw.Flush()
+			})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -365,22 +370,14 @@ func newCmdTokenRevoke(f *fleetGlobals) *cobra.Command {
 		Short: "Revoke an enrollment token (ID as token list shows it): it enrolls no more devices; those enrolled with it keep working",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			t, err := a.RevokeToken(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), t)
-			}
-			_, err = fmt.Fprintf(c.OutOrStdout(), "token %s: revoked at %s (%d of %d uses left unused)\n", t.ID, t.RevokedAt.Format(time.RFC3339), t.UsesLeft, t.Uses)
-			return err
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.TokenInfo, error) { return a.RevokeToken(ctx, args[0]) },
+				func(w io.Writer, t *api.TokenInfo) error {
+					_, err := fmt.Fprintf(w, "token %s: revoked at %s (%d of %d uses left unused)\n", t.ID, t.RevokedAt.Format(time.RFC3339), t.UsesLeft, t.Uses)
+					return err
+				})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -417,23 +414,12 @@ func newCmdDeviceList(f *fleetGlobals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			devs, err := a.Devices(c.Context(), state, lm)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), devs)
-			}
-			return deviceTable(c.OutOrStdout(), devs)
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) ([]api.Device, error) { return a.Devices(ctx, state, lm) }, deviceTable)
 		},
 	}
 	c.Flags().StringVar(&state, "state", "", "only devices in this state: active, reset or revoked")
 	c.Flags().StringArrayVar(&labels, "label", nil, "only devices with this label, KEY=VALUE (repeatable)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -453,40 +439,33 @@ func newCmdDeviceShow(f *fleetGlobals) *cobra.Command {
 		Short: "Show a device, its last heartbeat and its history",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			d, err := a.Device(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), d)
-			}
-			w := c.OutOrStdout()
-			dev := d.Device
-			fmt.Fprintf(w, "ID:           %s\nHostname:     %s\nState:        %s\nRole:         %s\nLabels:       %s\nVersion:      %s (slot %s)\nEnrolled:     %s\nLast seen:    %s\nCertificate:  %s, until %s\n",
-				dev.ID, dev.Hostname, dev.State, dev.Role, labelString(dev.Labels), dev.Version, dev.Slot, dev.EnrolledAt.Format(time.RFC3339), ago(dev.LastSeen), dev.CertSerial, dev.CertNotAfter.Format(time.RFC3339))
-			if hb := dev.LastHeartbeat; hb != nil {
-				fmt.Fprintf(w, "Node ready:   %v\nMemory:       %d / %d MiB\nDisk:         %d / %d MiB\nUptime:       %s\n",
-					hb.NodeReady, hb.MemUsed>>20, hb.MemTotal>>20, hb.DiskUsed>>20, hb.DiskTotal>>20, time.Duration(hb.UptimeSeconds)*time.Second)
-				if len(hb.NotReadyPods) > 0 {
-					fmt.Fprintf(w, "Not ready:    %s\n", strings.Join(hb.NotReadyPods, ", "))
-				}
-				for _, e := range hb.LastErrors {
-					fmt.Fprintf(w, "Error:        %s\n", e)
-				}
-			}
-			fmt.Fprintln(w, "History:")
-			for _, e := range d.Events {
-				fmt.Fprintf(w, "  %s  %s  %s\n", e.At.Format(time.RFC3339), e.Kind, e.Detail)
-			}
-			return nil
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.DeviceDetail, error) { return a.Device(ctx, args[0]) }, deviceDetail)
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
+}
+
+// deviceDetail prints a device, its last heartbeat and its history.
+func deviceDetail(w io.Writer, d *api.DeviceDetail) error {
+	dev := d.Device
+	fmt.Fprintf(w, "ID:           %s\nHostname:     %s\nState:        %s\nRole:         %s\nLabels:       %s\nVersion:      %s (slot %s)\nEnrolled:     %s\nLast seen:    %s\nCertificate:  %s, until %s\n",
+		dev.ID, dev.Hostname, dev.State, dev.Role, labelString(dev.Labels), dev.Version, dev.Slot, dev.EnrolledAt.Format(time.RFC3339), ago(dev.LastSeen), dev.CertSerial, dev.CertNotAfter.Format(time.RFC3339))
+	if hb := dev.LastHeartbeat; hb != nil {
+		fmt.Fprintf(w, "Node ready:   %v\nMemory:       %d / %d MiB\nDisk:         %d / %d MiB\nUptime:       %s\n",
+			hb.NodeReady, hb.MemUsed>>20, hb.MemTotal>>20, hb.DiskUsed>>20, hb.DiskTotal>>20, time.Duration(hb.UptimeSeconds)*time.Second)
+		if len(hb.NotReadyPods) > 0 {
+			fmt.Fprintf(w, "Not ready:    %s\n", strings.Join(hb.NotReadyPods, ", "))
+		}
+		for _, e := range hb.LastErrors {
+			fmt.Fprintf(w, "Error:        %s\n", e)
+		}
+	}
+	fmt.Fprintln(w, "History:")
+	for _, e := range d.Events {
+		fmt.Fprintf(w, "  %s  %s  %s\n", e.At.Format(time.RFC3339), e.Kind, e.Detail)
+	}
+	return nil
 }
 
 func newCmdDeviceLabel(f *fleetGlobals) *cobra.Command {
@@ -510,16 +489,11 @@ func newCmdDeviceLabel(f *fleetGlobals) *cobra.Command {
 			if err := req.Validate(); err != nil {
 				return UsageError{err}
 			}
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			d, err := a.Label(c.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", d.ID, labelString(d.Labels))
-			return err
+			return adminCall(c, f, false, func(ctx context.Context, a *client.Admin) (*api.Device, error) { return a.Label(ctx, args[0], req) },
+				func(w io.Writer, d *api.Device) error {
+					_, err := fmt.Fprintf(w, "%s: %s\n", d.ID, labelString(d.Labels))
+					return err
+				})
 		},
 	}
 	return c
@@ -535,20 +509,15 @@ func newCmdDeviceAction(f *fleetGlobals, action string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			do := a.Revoke
+			do := (*client.Admin).Revoke
 			if action == "reset" {
-				do = a.Reset
+				do = (*client.Admin).Reset
 			}
-			d, err := do(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", d.ID, d.State)
-			return err
+			return adminCall(c, f, false, func(ctx context.Context, a *client.Admin) (*api.Device, error) { return do(a, ctx, args[0]) },
+				func(w io.Writer, d *api.Device) error {
+					_, err := fmt.Fprintf(w, "%s: %s\n", d.ID, d.State)
+					return err
+				})
 		},
 	}
 }

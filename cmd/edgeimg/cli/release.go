@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/edgeimg/edgeimg/fleet/api"
+	"github.com/edgeimg/edgeimg/fleet/client"
 	"github.com/edgeimg/edgeimg/ota/bundle"
 	"github.com/edgeimg/edgeimg/ota/ociartifact"
 )
@@ -182,26 +183,18 @@ func newCmdReleaseList(f *fleetGlobals) *cobra.Command {
 		Short: "List the releases stored on the fleet server",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			rs, err := a.Releases(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), rs)
-			}
-			tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tNAME\tBOARD\tSIZE\tCHUNKS\tNEW\tKEY\tPUSHED")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Version, r.Name, r.Board, byteSize(r.Size), r.Chunks, byteSize(r.NewBytes), shortID(r.KeyID), r.PushedAt.Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) ([]api.ReleaseInfo, error) { return a.Releases(ctx) },
+				func(w io.Writer, rs []api.ReleaseInfo) error {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "VERSION\tNAME\tBOARD\tSIZE\tCHUNKS\tNEW\tKEY\tPUSHED")
+					for _, r := range rs {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Version, r.Name, r.Board, byteSize(r.Size), r.Chunks, byteSize(r.NewBytes), shortID(r.KeyID), r.PushedAt.Format(time.RFC3339))
+					}
+					return tw.Flush()
+				})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -212,25 +205,19 @@ func newCmdReleaseShow(f *fleetGlobals) *cobra.Command {
 		Short: "Show a release stored on the fleet server",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			r, err := a.Release(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), r)
-			}
-			minV := firstOf(r.MinVersion, "0")
-			_, err = fmt.Fprintf(c.OutOrStdout(), "Version:      %s\nName:         %s\nBoard:        %s (layout %d)\nMin version:  %s\nRollback:     %v\nSigned by:    %s\nSize:         %s (parts %s)\nChunks:       %d (%s new)\nSHA-256:      %s\nPushed:       %s\n",
-				r.Version, r.Name, r.Board, r.LayoutVersion, minV, r.Rollback, r.KeyID, byteSize(r.Size), byteSize(r.PartsSize), r.Chunks, byteSize(r.NewBytes), r.SHA256, r.PushedAt.Format(time.RFC3339))
-			return err
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.ReleaseInfo, error) { return a.Release(ctx, args[0]) }, releaseDetail)
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
+}
+
+// releaseDetail writes a release for a person.
+func releaseDetail(w io.Writer, r *api.ReleaseInfo) error {
+	minV := firstOf(r.MinVersion, "0")
+	_, err := fmt.Fprintf(w, "Version:      %s\nName:         %s\nBoard:        %s (layout %d)\nMin version:  %s\nRollback:     %v\nSigned by:    %s\nSize:         %s (parts %s)\nChunks:       %d (%s new)\nSHA-256:      %s\nPushed:       %s\n",
+		r.Version, r.Name, r.Board, r.LayoutVersion, minV, r.Rollback, r.KeyID, byteSize(r.Size), byteSize(r.PartsSize), r.Chunks, byteSize(r.NewBytes), r.SHA256, r.PushedAt.Format(time.RFC3339))
+	return err
 }
 
 // rolloutOptions are the flags of `edgeimg release rollout`.
@@ -315,22 +302,13 @@ resume (go on anyway) or abort.`,
 			if err != nil {
 				return err
 			}
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			st, err := a.Rollout(c.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), st)
-			}
-			return rolloutStatus(c.OutOrStdout(), st)
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.RolloutStatus, error) {
+				return a.Rollout(ctx, args[0], req)
+			}, rolloutStatus)
 		},
 	}
 	o.AddFlags(c)
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -341,21 +319,12 @@ func newCmdReleaseStatus(f *fleetGlobals) *cobra.Command {
 		Short: "Show a release's rollout: state, wave, device counts and failures",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			st, err := a.RolloutStatus(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), st)
-			}
-			return rolloutStatus(c.OutOrStdout(), st)
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.RolloutStatus, error) {
+				return a.RolloutStatus(ctx, args[0])
+			}, rolloutStatus)
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
@@ -371,24 +340,13 @@ func newCmdRolloutAction(f *fleetGlobals, action string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			a, err := f.admin()
-			if err != nil {
-				return err
-			}
-			do := map[string]func(context.Context, string) (*api.RolloutStatus, error){
-				"pause": a.PauseRollout, "resume": a.ResumeRollout, "abort": a.AbortRollout,
+			do := map[string]func(*client.Admin, context.Context, string) (*api.RolloutStatus, error){
+				"pause": (*client.Admin).PauseRollout, "resume": (*client.Admin).ResumeRollout, "abort": (*client.Admin).AbortRollout,
 			}[action]
-			st, err := do(c.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(c.OutOrStdout(), st)
-			}
-			return rolloutStatus(c.OutOrStdout(), st)
+			return adminCall(c, f, asJSON, func(ctx context.Context, a *client.Admin) (*api.RolloutStatus, error) { return do(a, ctx, args[0]) }, rolloutStatus)
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	jsonFlag(c, &asJSON)
 	return c
 }
 
