@@ -35,6 +35,8 @@ type State struct {
 	Snapshot bool `json:"snapshot,omitempty"`
 	// Total is the size of the release's parts.
 	Total int64 `json:"total,omitempty"`
+	// Tries counts the reboots into the trial (0 in states written before it was kept: one).
+	Tries int `json:"tries,omitempty"`
 }
 
 // LoadState reads the persisted state; nil when the device has had no update.

@@ -44,8 +44,9 @@ const (
 	// ReasonHealthTimeout is the failure of a trial boot whose health checks did not pass in
 	// time.
 	ReasonHealthTimeout = "health timeout"
-	// ReasonNoTrial is the failure of a trial boot that never reported back: the new
-	// release did not boot, or the device lost power or was reset during the trial.
+	// ReasonNoTrial is the failure of a trial boot that never reported back (twice, when it
+	// never started its health checks): the new release did not boot, or the device lost
+	// power or was reset during the trial.
 	ReasonNoTrial = "trial boot did not come up"
 	// ReasonCommit is the failure to make the new slot the default.
 	ReasonCommit = "commit failed"
@@ -53,6 +54,10 @@ const (
 
 // maxDetail bounds api.UpdateStatus.Detail (the fleet takes 512 bytes).
 const maxDetail = 512
+
+// maxTrialTries is how many times a trial boot that never reported back is tried before the
+// update fails (ReasonNoTrial).
+const maxTrialTries = 2
 
 // Config is what an Updater acts on. Zero fields take the defaults written beside them
 // (New applies them).
@@ -288,6 +293,22 @@ func (u *Updater) Boot(ctx context.Context) error {
 		return u.finishCommit(s)
 	case trial:
 		u.cfg.Log.Warn("trial boot of a slot no update armed: not committing it", "slot", active.Name, "update", s.Version, "update_slot", s.Slot)
+		return nil
+	case s.Phase == api.UpdateRebooting && max(s.Tries, 1) < maxTrialTries:
+		// Back on the old slot, and the trial never started its health checks: either the
+		// reboot into it did not happen (the power went, or this agent was restarted, between
+		// arming the trial and the reboot) or the release did not boot far enough to run the
+		// agent. The slot was written and verified before the trial was armed: try it once
+		// more before calling the release broken. K3s has not started since its snapshot.
+		s.Tries = max(s.Tries, 1) + 1
+		if err := u.save(s); err != nil {
+			return err
+		}
+		u.setBusy()
+		u.cfg.Log.Warn("the trial boot did not report back: rebooting into it once more", "version", s.Version, "slot", s.Slot, "try", s.Tries)
+		if err := u.cfg.Switch.TryReboot(ctx); err != nil {
+			return fmt.Errorf("rebooting into the trial of %s again: %w", s.Version, err)
+		}
 		return nil
 	default:
 		// Back on the old slot.
@@ -600,7 +621,7 @@ func (u *Updater) install(ctx context.Context, version string) error {
 	if err := u.cfg.Snapshot(ctx); err != nil {
 		return fmt.Errorf("snapshotting K3s: %w", err)
 	}
-	s.Phase = api.UpdateRebooting
+	s.Phase, s.Tries = api.UpdateRebooting, 1
 	if err := u.save(s); err != nil {
 		return err
 	}

@@ -183,7 +183,20 @@ func TestTrialDoesNotComeUp(t *testing.T) {
 	}
 	s.writeK3s("k3s state half migrated")
 	slot, trial = s.powerOn() // the agent never ran
+	// The trial never started its health checks: it might be a lost reboot, so it is tried
+	// once more.
 	u, rebooted := s.agent(slot, trial, "2")
+	if st := u.Status(); slot.Name != "a" || !rebooted || st.State != api.UpdateRebooting {
+		t.Fatalf("on %v: rebooted %v, status %+v", slot, rebooted, st)
+	}
+	if s.readK3s() != "k3s state half migrated" {
+		t.Fatalf("K3s state %q changed before the second try", s.readK3s())
+	}
+	if slot, trial = s.powerOn(); slot.Name != "b" || !trial {
+		t.Fatalf("second trial boot: %v %v", slot, trial)
+	}
+	slot, trial = s.powerOn() // the agent never ran, again
+	u, rebooted = s.agent(slot, trial, "2")
 	st := u.Status()
 	if slot.Name != "a" || rebooted || st.State != api.UpdateFailed || st.Reason != ReasonNoTrial {
 		t.Fatalf("on %v: rebooted %v, status %+v", slot, rebooted, st)
@@ -197,6 +210,34 @@ func TestTrialDoesNotComeUp(t *testing.T) {
 	u, rebooted = s.agent(slot, trial, "3")
 	if st := u.Status(); !rebooted || st.Version != "3" || st.State != api.UpdateRebooting {
 		t.Fatalf("release 3: rebooted %v, status %+v", rebooted, st)
+	}
+}
+
+// TestTrialRebootLost: the power goes after the update is armed, before the reboot into its
+// trial: the next boot is the old slot, and the trial is tried again, then committed.
+func TestTrialRebootLost(t *testing.T) {
+	sk, pk := otatest.Key(t, 1)
+	rel := newRelease("2")
+	s := newSim(t, pk)
+	s.src = newSource(t, "2", rel.Bundle(t, sk), true)
+	s.pw = &power{kind: "tryboot", left: 0}
+	slot, trial := s.powerOn()
+	if _, rebooted := s.agent(slot, trial, "2"); rebooted || !s.pw.isDead() {
+		t.Fatalf("rebooted %v, power cut %v", rebooted, s.pw.isDead())
+	}
+	s.pw = nil
+	if slot, trial = s.powerOn(); slot.Name != "a" || trial {
+		t.Fatalf("after the cut: %v %v", slot, trial)
+	}
+	if _, rebooted := s.agent(slot, trial, "2"); !rebooted {
+		t.Fatal("the trial was not tried again")
+	}
+	if slot, trial = s.powerOn(); slot.Name != "b" || !trial {
+		t.Fatalf("trial boot: %v %v", slot, trial)
+	}
+	u, _ := s.agent(slot, trial, "2")
+	if st := u.Status(); st.State != api.UpdateCommitted || s.defaultSlot() != 3 {
+		t.Fatalf("after the trial: %+v, default partition %d", st, s.defaultSlot())
 	}
 }
 
