@@ -229,9 +229,10 @@ func (b *batcher) take(batch []*hbReq) []*hbReq {
 // writer writes the batches it is handed.
 func (b *batcher) writer(batches <-chan []*hbReq) {
 	for batch := range batches {
-		b.write(batch)
+		// Counted before the answers: a heartbeat answered is in the counters.
 		b.batches.Add(1)
 		b.batched.Add(uint64(len(batch)))
+		b.write(batch)
 	}
 }
 
