@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -68,44 +67,6 @@ func pseudo(seed uint64, n int) []byte {
 	return b
 }
 
-// startFleet runs fleet init and fleet serve (trusting the public key trusted) in the
-// process and points the admin environment at it.
-func startFleet(t *testing.T, trusted string) {
-	t.Helper()
-	dir := t.TempDir()
-	if _, _, err := runCLI(context.Background(), "fleet", "init", "--dir", dir); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		_, _, err := runCLI(ctx, "fleet", "serve", "--listen", addr, "--dir", dir, "--trusted-key", trusted)
-		served <- err
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	token, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
-	t.Setenv("EDGEIMG_FLEET_URL", "https://"+addr)
-	t.Setenv("EDGEIMG_ADMIN_TOKEN", strings.TrimSpace(string(token)))
-	t.Setenv("EDGEIMG_FLEET_CA", filepath.Join(dir, "ca.pem"))
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, _, err = runCLI(context.Background(), "release", "list"); err == nil {
-			return
-		}
-	}
-	t.Fatalf("the fleet server did not come up: %v", err)
-}
-
 // TestReleaseCommands pushes bundles to a fleet server run in the process and drives a
 // rollout with the release commands.
 func TestReleaseCommands(t *testing.T) {
@@ -116,7 +77,7 @@ func TestReleaseCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	startFleet(t, filepath.Join(dir, "ota.pub"))
+	serveFleet(t, "--trusted-key", filepath.Join(dir, "ota.pub"))
 
 	sys := pseudo(1, 3<<20)
 	b1 := writeTestBundle(t, dir, filepath.Join(dir, "ota.key"), "1", sys)
@@ -358,7 +319,7 @@ func TestReleaseRolloutDevices(t *testing.T) {
 	if _, _, err := runCLI(ctx, "keys", "create", "--out", filepath.Join(dir, "ota")); err != nil {
 		t.Fatal(err)
 	}
-	startFleet(t, filepath.Join(dir, "ota.pub"))
+	serveFleet(t, "--trusted-key", filepath.Join(dir, "ota.pub"))
 	token, _, err := runCLI(ctx, "fleet", "token", "create", "--uses", "10", "--label", "site=berlin")
 	if err != nil {
 		t.Fatal(err)
