@@ -21,13 +21,8 @@ import (
 // transactions, with refused ones among them: each is answered for itself.
 func TestHeartbeatBatches(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s store.Store) {
-		mkToken(t, s, "tok", 100, 1<<40, nil)
 		const devices = 20
-		for i := range devices {
-			if _, err := s.Enroll(ctx, enr("dev-"+strconv.Itoa(i), "tok", "key-"+strconv.Itoa(i), t0)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		enrollFleet(t, s, devices)
 		if _, err := s.Revoke(ctx, "dev-0", t0); err != nil {
 			t.Fatal(err)
 		}
@@ -170,12 +165,7 @@ func TestHeartbeatPacing(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s store.Store) {
 		sql := s.(*store.SQL)
 		const devices, senders, each = 64, 64, 30
-		mkToken(t, s, "tok", devices, 1<<40, nil)
-		for i := range devices {
-			if _, err := s.Enroll(ctx, enr("dev-"+strconv.Itoa(i), "tok", "key-"+strconv.Itoa(i), t0)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		enrollFleet(t, s, devices)
 		before := sql.BatchStats()
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -206,4 +196,26 @@ func TestHeartbeatPacing(t *testing.T) {
 			t.Errorf("%d heartbeats from %d senders in %d batches: they did not share transactions", hbs, senders, batches)
 		}
 	})
+}
+
+// enrollFleet enrolls n devices with one token: dev-0 with key key-0, dev-1 with key-1, and
+// so on, 32 at a time.
+func enrollFleet(tb testing.TB, s store.Store, n int) {
+	tb.Helper()
+	mkToken(tb, s, "fleet", n, 1<<40, nil)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < n; i += 32 {
+				if _, err := s.Enroll(ctx, enr("dev-"+strconv.Itoa(i), "fleet", "key-"+strconv.Itoa(i), t0)); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if tb.Failed() {
+		tb.FailNow()
+	}
 }

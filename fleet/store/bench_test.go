@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,32 +20,6 @@ const benchDevices = 10_000
 var benchHB = api.Heartbeat{Version: "v1.0.0", Slot: "a", Role: api.RoleServer, UptimeSeconds: 3600, NodeReady: true,
 	MemUsed: 900 << 20, MemTotal: 4 << 30, DiskUsed: 3 << 30, DiskTotal: 28 << 30}
 
-// benchFleet enrolls benchDevices devices: dev-00000 with key key-00000, and so on.
-func benchFleet(b *testing.B, s store.Store) {
-	b.Helper()
-	err := s.CreateToken(ctx, store.Token{ID: hash("bench")[:12], Hash: hash("bench"), CreatedAt: t0, ExpiresAt: t0.Add(1 << 40), Uses: benchDevices})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for w := range 32 {
-		wg.Go(func() {
-			for i := w; i < benchDevices; i += 32 {
-				if _, err := s.Enroll(ctx, enr(fmt.Sprintf("dev-%05d", i), "bench", fmt.Sprintf("key-%05d", i), t0)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		b.Fatal(err)
-	}
-}
-
 // BenchmarkHeartbeat measures the store's heartbeat capacity: heartbeats of a fleet of
 // 10,000 devices from many goroutines at once (as the server's handlers send them), written
 // by group commit. ns/op is the time per heartbeat at saturation: 1e9/(ns/op) is the most
@@ -53,13 +28,13 @@ func BenchmarkHeartbeat(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
 			s := storetest.Open(b, backend)
-			benchFleet(b, s)
+			enrollFleet(b, s, benchDevices)
 			b.SetParallelism(128) // ×GOMAXPROCS goroutines: enough for batches to form
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					i := rand.IntN(benchDevices)
-					if _, err := s.Heartbeat(ctx, fmt.Sprintf("dev-%05d", i), fmt.Sprintf("key-%05d", i), benchHB, t0); err != nil {
+					i := strconv.Itoa(rand.IntN(benchDevices))
+					if _, err := s.Heartbeat(ctx, "dev-"+i, "key-"+i, benchHB, t0); err != nil {
 						b.Error(err)
 						return
 					}
@@ -81,7 +56,7 @@ func BenchmarkHeartbeatLoad(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/gap=%s", backend, gap), func(b *testing.B) {
 				s := storetest.Open(b, backend)
 				store.SetCommitGap(s, gap)
-				benchFleet(b, s)
+				enrollFleet(b, s, benchDevices)
 				lat := make([]time.Duration, b.N)
 				stats0, cpu0 := s.BatchStats(), cpuTime(b)
 				b.ResetTimer()
@@ -92,9 +67,9 @@ func BenchmarkHeartbeatLoad(b *testing.B) {
 						time.Sleep(d)
 					}
 					wg.Go(func() {
-						n := rand.IntN(benchDevices)
+						n := strconv.Itoa(rand.IntN(benchDevices))
 						t := time.Now()
-						if _, err := s.Heartbeat(ctx, fmt.Sprintf("dev-%05d", n), fmt.Sprintf("key-%05d", n), benchHB, t0); err != nil {
+						if _, err := s.Heartbeat(ctx, "dev-"+n, "key-"+n, benchHB, t0); err != nil {
 							b.Error(err)
 						}
 						lat[i] = time.Since(t)

@@ -27,7 +27,7 @@ var (
 
 func hash(s string) string { sum := sha256.Sum256([]byte(s)); return hex.EncodeToString(sum[:]) }
 
-func mkToken(t *testing.T, s store.Store, secret string, uses int, ttl time.Duration, labels map[string]string) {
+func mkToken(t testing.TB, s store.Store, secret string, uses int, ttl time.Duration, labels map[string]string) {
 	t.Helper()
 	err := s.CreateToken(ctx, store.Token{ID: hash(secret)[:12], Hash: hash(secret), CreatedAt: t0, ExpiresAt: t0.Add(ttl), Uses: uses, Labels: labels})
 	if err != nil {
